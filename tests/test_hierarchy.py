@@ -148,6 +148,7 @@ def test_node_log_prob_equals_path_sum_and_only_touches_path_groups(seed):
     expected = slow_absolute(slow_group_log_softmax(logits.detach().numpy(), parent), parent)
     np.testing.assert_allclose(logp.detach().numpy(), expected[np.arange(8), nodes.numpy()], atol=1e-12)
     logp.sum().backward()
+    assert torch.isfinite(logits.grad).all()
     groups = slow_groups(parent)
     group_of = {m: g for g, members in enumerate(groups) for m in members}
     for row, node in enumerate(nodes.tolist()):

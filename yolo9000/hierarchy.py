@@ -150,6 +150,11 @@ def node_log_prob(logits: Tensor, nodes: Tensor, tree: TreeArrays) -> Tensor:
     9k-class loss never builds class probabilities for every anchor (darknet-notes.md,
     "delta_region_class": only the groups from the label up to its root get a gradient).
     """
+    return path_log_probs(logits, nodes, tree).sum(1)
+
+
+def path_log_probs(logits: Tensor, nodes: Tensor, tree: TreeArrays) -> Tensor:
+    """(N, D) log P(path node | its parent) at each step of each node's path to the root, 0 past the root."""
     if nodes.numel() and (int(nodes.min()) < 0 or int(nodes.max()) >= tree.num_nodes):
         raise HierarchyError(
             f"node indices must lie in [0, {tree.num_nodes}); got {int(nodes.min())}..{int(nodes.max())}"
@@ -161,11 +166,11 @@ def node_log_prob(logits: Tensor, nodes: Tensor, tree: TreeArrays) -> Tensor:
     members = tree.members[groups, :widest]  # (N, D, S)
     in_group = (members >= 0) & on_path[..., None]
     member_logits = logits.gather(1, members.clamp(min=0).reshape(len(nodes), -1)).reshape(members.shape)
-    member_logits = member_logits.masked_fill(~in_group, float("-inf"))
+    padding = torch.where(on_path, float("-inf"), 0.0)[..., None]  # finite past the root: no NaN gradient
+    member_logits = torch.where(in_group, member_logits, padding.to(member_logits.dtype))
     log_norm = torch.logsumexp(member_logits, dim=2)  # (N, D)
     node_logits = logits.gather(1, path.clamp(min=0))
-    log_cond = torch.where(on_path, node_logits - log_norm, torch.zeros_like(node_logits))
-    return log_cond.sum(1)
+    return torch.where(on_path, node_logits - log_norm, torch.zeros_like(node_logits))
 
 
 def top_down_decode(
