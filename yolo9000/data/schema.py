@@ -1,0 +1,133 @@
+"""The sample record shared by the shard writer and the loader, and the manifest columns.
+
+One record per image. Labels are WordNet ids (`n02084071`), never tree indices, so shards
+outlive a tree (DESIGN.md, Contracts). Boxes are absolute pixels x0 y0 x1 y1 in the image as
+stored in the shard.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+WNID_PATTERN = re.compile(r"n\d{8}")
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("shard", pa.string()),
+        ("source", pa.string()),
+        ("file", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("boxes", pa.list_(pa.list_(pa.float32()))),
+        ("labels", pa.list_(pa.string())),
+        ("crowd", pa.list_(pa.bool_())),
+        ("difficult", pa.list_(pa.bool_())),
+        ("image_label", pa.string()),
+    ]
+)
+
+
+class SchemaError(ValueError):
+    """A record breaks the shard contract; the message names the record and the field."""
+
+
+@dataclass
+class SampleRecord:
+    """One image with its annotations, exactly as stored in a shard."""
+
+    key: str
+    source: str
+    file: str
+    width: int
+    height: int
+    jpeg: bytes = field(repr=False)
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # (K, 4)
+    labels: list[str] = field(default_factory=list)
+    crowd: list[bool] = field(default_factory=list)
+    difficult: list[bool] = field(default_factory=list)
+    image_label: str | None = None
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+
+    def metadata(self) -> dict:
+        """The `json` member of the sample: every field but the image bytes."""
+        return {
+            "source": self.source,
+            "file": self.file,
+            "width": int(self.width),
+            "height": int(self.height),
+            "boxes": self.boxes.tolist(),
+            "labels": list(self.labels),
+            "crowd": [bool(c) for c in self.crowd],
+            "difficult": [bool(d) for d in self.difficult],
+            "image_label": self.image_label,
+        }
+
+    def manifest_row(self, shard: str) -> dict:
+        """One row of `manifest.parquet` (MANIFEST_SCHEMA)."""
+        return {"key": self.key, "shard": shard, **self.metadata()}
+
+
+def validate_record(record: SampleRecord) -> None:
+    """Raise SchemaError unless the record follows the shard contract."""
+    where = f"record {record.key!r} ({record.file})"
+    if not record.key or "." in record.key:
+        raise SchemaError(f"{where}: key must be non-empty and hold no dots (WebDataset splits at the first dot)")
+    if record.width <= 0 or record.height <= 0:
+        raise SchemaError(f"{where}: width and height must be positive, got {record.width}x{record.height}")
+    k = len(record.boxes)
+    for name in ("labels", "crowd", "difficult"):
+        if len(getattr(record, name)) != k:
+            raise SchemaError(f"{where}: {k} boxes but {len(getattr(record, name))} {name}; one per box")
+    bad_wnids = [w for w in record.labels if not WNID_PATTERN.fullmatch(str(w))]
+    if bad_wnids:
+        raise SchemaError(f"{where}: labels must be WordNet ids like n02084071, got {bad_wnids[:5]}")
+    if k:
+        x0, y0, x1, y1 = record.boxes.T
+        outside = (x0 < 0) | (y0 < 0) | (x1 > record.width) | (y1 > record.height) | (x1 <= x0) | (y1 <= y0)
+        if outside.any():
+            raise SchemaError(
+                f"{where}: boxes {record.boxes[outside].tolist()} are empty or outside the "
+                f"{record.width}x{record.height} image; clip them first"
+            )
+    if record.image_label is not None:
+        if k:
+            raise SchemaError(f"{where}: a classification record (image_label set) must have no boxes")
+        if not WNID_PATTERN.fullmatch(record.image_label):
+            raise SchemaError(f"{where}: image_label must be a WordNet id like n01440764, got {record.image_label!r}")
+
+
+def record_to_wds(record: SampleRecord) -> dict:
+    """The WebDataset sample of a record: `__key__`, `jpg` bytes, `json` bytes."""
+    return {
+        "__key__": record.key,
+        "jpg": record.jpeg,
+        "json": json.dumps(record.metadata(), sort_keys=True).encode("utf-8"),
+    }
+
+
+def wds_to_record(sample: dict) -> SampleRecord:
+    """The record of a raw WebDataset sample (bytes values, as read with no decoder)."""
+    meta = sample["json"]
+    if isinstance(meta, (bytes, bytearray)):
+        meta = json.loads(meta)
+    return SampleRecord(
+        key=sample["__key__"],
+        source=meta["source"],
+        file=meta["file"],
+        width=meta["width"],
+        height=meta["height"],
+        jpeg=bytes(sample["jpg"]),
+        boxes=np.asarray(meta["boxes"], dtype=np.float32).reshape(-1, 4),
+        labels=list(meta["labels"]),
+        crowd=list(meta["crowd"]),
+        difficult=list(meta["difficult"]),
+        image_label=meta["image_label"],
+    )
