@@ -1,0 +1,228 @@
+"""Raw head output → boxes, objectness, class or tree labels, letterbox undone, per-class NMS, COCO rows.
+
+Follows darknet HEAD's `get_region_detections`, `correct_region_boxes` and `validate_detector`
+(darknet-notes.md, "get_region_detections" and "validate_detector"): thresh .005 for evaluation and
+.5 for display, NMS .45, hier_thresh .5. Everything works on whole batches; the only Python loop is the
+one that hands back one `Detections` per image.
+
+    boxes, objectness, logits = decode_boxes(output, anchors)
+    detections = postprocess(output, anchors, image_sizes, input_size=416)             # flat classes
+    detections = postprocess(output, anchors, image_sizes, 416, tree=tree)             # top-down label
+    detections = postprocess(output, anchors, image_sizes, 416, tree=tree, label_nodes=det200)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+from yolo9000.hierarchy import TreeArrays, absolute_log_probs, group_log_softmax, top_down_decode
+
+
+class PostprocessError(ValueError):
+    """Head output, anchors or sizes whose shapes do not fit together; the message says which."""
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Thresholds and choices of the detection post-processing (defaults: darknet's evaluation settings)."""
+
+    score_threshold: float = 0.005  # validate_detector; use .5 to display detections
+    iou_threshold: float = 0.45  # do_nms_sort in darknet HEAD
+    max_detections: int = 100  # per image, after NMS (COCO evaluates at most 100)
+    hier_thresh: float = 0.5  # top-down decode: descend while P(node) > hier_thresh
+    tree_score: str = "product"  # "product": objectness × P(label); "objectness": darknet HEAD's score
+    darknet_product: bool = False  # top-down test on p·max like hierarchy_top_prediction (double counts)
+
+
+@dataclass
+class Detections:
+    """The detections of one image: boxes in original-image pixels, their scores and labels."""
+
+    boxes: Tensor  # (n, 4) x0 y0 x1 y1 pixels
+    scores: Tensor  # (n,) descending
+    labels: Tensor  # (n,) long: class index, tree node, or index into the requested label set
+
+
+def decode_boxes(output: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(B, A·(5+C), H, W) → boxes (B, A·H·W, 4) normalised xyxy, objectness (B, A·H·W), class logits (B, A·H·W, C).
+
+    darknet-notes.md "Tensor layout and activations": channel a·(5+C)+e; x = (col + σ(tx))/W,
+    y = (row + σ(ty))/H, w = exp(tw)·anchor_w/W, h = exp(th)·anchor_h/H with anchors in grid cells;
+    objectness σ(to). Boxes come in darknet's order: anchor, then row, then column.
+    """
+    anchors = torch.as_tensor(anchors, dtype=output.dtype, device=output.device)
+    if output.dim() != 4 or anchors.dim() != 2 or anchors.shape[1] != 2:
+        raise PostprocessError(f"expected output (B, A*(5+C), H, W) and anchors (A, 2); got {tuple(output.shape)} "
+                               f"and {tuple(anchors.shape)}")
+    batch, channels, height, width = output.shape
+    num_anchors = anchors.shape[0]
+    if channels % num_anchors or channels // num_anchors < 5:
+        raise PostprocessError(f"{channels} output channels do not split into {num_anchors} anchors × (5 + classes)")
+    entries = channels // num_anchors
+    raw = output.view(batch, num_anchors, entries, height, width)  # (B, A, 5 + C, H, W)
+    col = torch.arange(width, device=output.device, dtype=output.dtype).view(1, 1, 1, width)
+    row = torch.arange(height, device=output.device, dtype=output.dtype).view(1, 1, height, 1)
+    x = (col + raw[:, :, 0].sigmoid()) / width
+    y = (row + raw[:, :, 1].sigmoid()) / height
+    w = raw[:, :, 2].exp() * anchors[:, 0].view(1, -1, 1, 1) / width
+    h = raw[:, :, 3].exp() * anchors[:, 1].view(1, -1, 1, 1) / height
+    boxes = torch.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], dim=-1).reshape(batch, -1, 4)
+    objectness = raw[:, :, 4].sigmoid().reshape(batch, -1)
+    class_logits = raw[:, :, 5:].permute(0, 1, 3, 4, 2).reshape(batch, -1, entries - 5)
+    return boxes, objectness, class_logits
+
+
+def flat_class_scores(objectness: Tensor, class_logits: Tensor) -> Tensor:
+    """(B, M, C) objectness × softmax probability of each class (darknet's softmax path)."""
+    return objectness[..., None] * class_logits.softmax(dim=-1)
+
+
+def tree_absolute_probs(class_logits: Tensor, tree: TreeArrays) -> Tensor:
+    """(B, M, C) absolute P(node): group softmax, then products down each path (darknet hierarchy_predictions)."""
+    return absolute_log_probs(group_log_softmax(class_logits, tree), tree).exp()
+
+
+def tree_top_down_scores(
+    objectness: Tensor, absolute_probs: Tensor, tree: TreeArrays, config: PostprocessConfig = PostprocessConfig()
+) -> tuple[Tensor, Tensor]:
+    """(B, M) score and (B, M) tree node of each box's top-down label.
+
+    `tree_score="product"` scores objectness × P(label); "objectness" scores objectness alone, as darknet
+    HEAD's get_region_detections does (prob[j*] = scale), which ranks a vague "object" like a sure "dog".
+    """
+    if config.tree_score not in ("product", "objectness"):
+        raise PostprocessError(f"tree_score must be 'product' or 'objectness', got {config.tree_score!r}")
+    node, prob = top_down_decode(absolute_probs, tree, config.hier_thresh, config.darknet_product)
+    score = objectness * prob if config.tree_score == "product" else objectness
+    return score, node
+
+
+def label_set_scores(objectness: Tensor, absolute_probs: Tensor, label_nodes: Tensor) -> Tensor:
+    """(B, M, L) objectness × absolute P(node) for a fixed label set, e.g. the 200 ImageNet-DET nodes (inet9k.map)."""
+    label_nodes = torch.as_tensor(label_nodes, dtype=torch.long, device=absolute_probs.device)
+    return objectness[..., None] * absolute_probs[..., label_nodes]
+
+
+def _size_pair(input_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(input_size, int):
+        return input_size, input_size
+    net_w, net_h = (int(v) for v in input_size)
+    return net_w, net_h
+
+
+def letterbox_size(image_sizes: Tensor, input_size: int | Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Integer (new_w, new_h) of each image aspect-fitted into the network input, as darknet computes them."""
+    net_w, net_h = _size_pair(input_size)
+    sizes = torch.as_tensor(image_sizes, dtype=torch.long).reshape(-1, 2)
+    w, h = sizes[:, 0], sizes[:, 1]
+    if (sizes <= 0).any():
+        raise PostprocessError(f"image sizes must be positive (w, h); got {sizes[(sizes <= 0).any(1)][0].tolist()}")
+    width_limited = net_w * h < net_h * w  # netw/w < neth/h, in integers
+    new_w = torch.where(width_limited, torch.full_like(w, net_w), torch.div(w * net_h, h, rounding_mode="floor"))
+    new_h = torch.where(width_limited, torch.div(h * net_w, w, rounding_mode="floor"), torch.full_like(h, net_h))
+    return new_w, new_h
+
+
+def undo_letterbox(boxes: Tensor, image_sizes: Tensor, input_size: int | Sequence[int]) -> Tensor:
+    """Boxes (B, M, 4) normalised in the letterboxed input → original-image pixels, clipped to the image.
+
+    darknet-notes.md "correct_region_boxes": x' = (x − (netw − new_w)/2/netw)/(new_w/netw), likewise y,
+    with integer new_w, new_h; then times the image width and height.
+    """
+    net_w, net_h = _size_pair(input_size)
+    new_w, new_h = letterbox_size(image_sizes, input_size)
+    if boxes.dim() != 3 or boxes.shape[0] != new_w.shape[0]:
+        raise PostprocessError(f"boxes {tuple(boxes.shape)} must be (B, M, 4) with B = {new_w.shape[0]} image sizes")
+    sizes = torch.as_tensor(image_sizes, dtype=boxes.dtype, device=boxes.device).reshape(-1, 1, 2)
+    new_size = torch.stack([new_w, new_h], dim=1).to(boxes).reshape(-1, 1, 2)  # (B, 1, 2)
+    net = torch.tensor([net_w, net_h], dtype=boxes.dtype, device=boxes.device)
+    offset = (net - new_size) / 2 / net
+    scale = new_size / net
+    xy = boxes.view(*boxes.shape[:-1], 2, 2)  # (B, M, corner, xy)
+    pixels = (xy - offset[:, :, None]) / scale[:, :, None] * sizes[:, :, None]
+    pixels = torch.minimum(pixels.clamp(min=0), sizes[:, :, None])
+    return pixels.reshape(boxes.shape)
+
+
+def select_detections(
+    boxes: Tensor, scores: Tensor, labels: Tensor | None = None, config: PostprocessConfig = PostprocessConfig()
+) -> list[Detections]:
+    """Score threshold, per-class NMS (torchvision batched_nms) and at most max_detections per image.
+
+    `scores` is (B, M, K) with one column per label (any box may be reported for several), or (B, M)
+    with `labels` (B, M) when each box has a single label (the top-down tree label).
+    """
+    batch = boxes.shape[0]
+    if labels is None:
+        image, box, label = torch.nonzero(scores > config.score_threshold, as_tuple=True)
+        score = scores[image, box, label]
+    else:
+        image, box = torch.nonzero(scores > config.score_threshold, as_tuple=True)
+        score, label = scores[image, box], labels[image, box]
+    candidates = boxes[image, box]  # (P, 4)
+    groups = image * (int(label.max()) + 1 if label.numel() else 1) + label  # NMS never crosses images or labels
+    keep = batched_nms(candidates.float(), score.float(), groups, config.iou_threshold)  # score-descending
+    keep = keep[torch.argsort(image[keep], stable=True)]  # by image, score-descending within each
+    counts = torch.bincount(image[keep], minlength=batch)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(keep.numel(), device=keep.device) - first[image[keep]]
+    keep = keep[rank < config.max_detections]
+    counts = counts.clamp(max=config.max_detections).tolist()
+    return [
+        Detections(b, s, l)
+        for b, s, l in zip(candidates[keep].split(counts), score[keep].split(counts), label[keep].split(counts))
+    ]
+
+
+def postprocess(
+    output: Tensor,
+    anchors: Tensor,
+    image_sizes: Tensor,
+    input_size: int | Sequence[int],
+    config: PostprocessConfig = PostprocessConfig(),
+    tree: TreeArrays | None = None,
+    label_nodes: Tensor | None = None,
+) -> list[Detections]:
+    """Raw head output of letterboxed images → `Detections` per image in original pixels.
+
+    Flat classes without `tree`; with `tree`, the top-down label per box, or, with `label_nodes`, a score
+    for every node of that label set (labels then index `label_nodes`).
+    """
+    boxes, objectness, class_logits = decode_boxes(output, anchors)
+    pixels = undo_letterbox(boxes, image_sizes, input_size)
+    if tree is None:
+        if label_nodes is not None:
+            raise PostprocessError("label_nodes selects tree nodes: pass the tree as well")
+        return select_detections(pixels, flat_class_scores(objectness, class_logits), config=config)
+    if class_logits.shape[-1] != tree.num_nodes:
+        raise PostprocessError(f"the head predicts {class_logits.shape[-1]} classes but the tree has {tree.num_nodes} nodes")
+    absolute = tree_absolute_probs(class_logits, tree)
+    if label_nodes is not None:
+        return select_detections(pixels, label_set_scores(objectness, absolute, label_nodes), config=config)
+    score, node = tree_top_down_scores(objectness, absolute, tree, config)
+    return select_detections(pixels, score, node, config=config)
+
+
+def to_coco_results(
+    detections: Sequence[Detections], image_ids: Sequence[int], category_ids: Sequence[int]
+) -> list[dict]:
+    """COCO result rows {"image_id", "category_id", "bbox": [x, y, w, h], "score"}; category_ids[label] per label."""
+    if len(detections) != len(image_ids):
+        raise PostprocessError(f"{len(detections)} images of detections but {len(image_ids)} image ids")
+    category = torch.as_tensor(list(category_ids), dtype=torch.long)
+    rows = []
+    for det, image_id in zip(detections, image_ids):
+        labels = det.labels.cpu()
+        if labels.numel() and int(labels.max()) >= len(category):
+            raise PostprocessError(f"label {int(labels.max())} has no COCO category id ({len(category)} given)")
+        xywh = torch.cat([det.boxes[:, :2], det.boxes[:, 2:] - det.boxes[:, :2]], dim=1).cpu().tolist()
+        rows += [
+            {"image_id": int(image_id), "category_id": c, "bbox": b, "score": s}
+            for c, b, s in zip(category[labels].tolist(), xywh, det.scores.cpu().tolist())
+        ]
+    return rows
