@@ -1,0 +1,77 @@
+"""PASCAL VOC folder (`Annotations/*.xml`, `JPEGImages/`, `ImageSets/Main/<split>.txt`) → SourceItems.
+
+VOC pixel coordinates are 1-based: pixel (1, 1) is the top-left one. They become 0-based by
+subtracting 1 from all four (x0 = xmin − 1, y0 = ymin − 1, x1 = xmax − 1, y1 = ymax − 1), as
+darknet's `voc_label.py` does (x = (xmin + xmax) / 2 − 1, w = xmax − xmin) and as its VOC
+results writer undoes (darknet-notes: eval=voc adds +1). `difficult` is kept as a flag.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from yolo9000.data.shardwriter import PrepareError, SourceItem, file_size
+
+BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
+
+
+def read_split(root: Path, split: str) -> list[str]:
+    """Image ids listed in `ImageSets/Main/<split>.txt`."""
+    path = root / "ImageSets" / "Main" / f"{split}.txt"
+    if not path.exists():
+        raise PrepareError(f"{path} not found: --root must be a VOC folder (e.g. VOC2012) holding "
+                           f"ImageSets/Main/{split}.txt; check --root and --split")
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def parse_object(path: Path, index: int, obj: ET.Element) -> tuple[str, list[float], bool]:
+    """(class name, 0-based box, difficult) of one `<object>`, or a PrepareError naming it."""
+    name = (obj.findtext("name") or "").strip()
+    where = f"{path}: object {index} ({name or 'no name'})"
+    if not name:
+        raise PrepareError(f"{where}: missing <name>")
+    bndbox = obj.find("bndbox")
+    try:
+        box = [float(bndbox.findtext(tag)) - 1.0 for tag in BOX_TAGS]
+    except (AttributeError, TypeError, ValueError):
+        raise PrepareError(f"{where}: <bndbox> needs numeric {', '.join(BOX_TAGS)}") from None
+    try:
+        difficult = bool(int(obj.findtext("difficult") or 0))
+    except ValueError:
+        raise PrepareError(f"{where}: <difficult> must be 0 or 1, got {obj.findtext('difficult')!r}") from None
+    return name, box, difficult
+
+
+def parse_annotation(path: Path) -> tuple[str | None, list[tuple[str, list[float], bool]]]:
+    """(image file name or None, objects) of one VOC annotation file."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as error:
+        raise PrepareError(f"{path}: cannot read VOC annotation: {error}") from error
+    objects = [parse_object(path, i, obj) for i, obj in enumerate(root.findall("object"))]
+    return root.findtext("filename"), objects
+
+
+def read_voc(root: str | Path, name_to_wnid: dict[str, str], split: str = "trainval",
+             source: str = "voc") -> list[SourceItem]:
+    """One SourceItem per image id of the split, sorted by key; unknown class names stop the run."""
+    root = Path(root)
+    parsed = {image_id: parse_annotation(root / "Annotations" / f"{image_id}.xml")
+              for image_id in read_split(root, split)}
+    unknown = sorted({name for _, objects in parsed.values() for name, _, _ in objects} - set(name_to_wnid))
+    if unknown:
+        raise PrepareError(f"{root / 'Annotations'}: class names {unknown} are not in the label map; add them "
+                           "as 'name<TAB>wnid' lines to a map file and pass it with --label-map")
+    items = []
+    for image_id, (filename, objects) in parsed.items():
+        file = f"JPEGImages/{(filename or image_id + '.jpg').strip()}"
+        items.append(SourceItem(
+            key=f"{source}-{image_id.replace('.', '_')}", source=source, file=file, path=str(root / file),
+            boxes=np.array([box for _, box, _ in objects], np.float32).reshape(-1, 4),
+            labels=[name_to_wnid[name] for name, _, _ in objects], crowd=[False] * len(objects),
+            difficult=[difficult for _, _, difficult in objects], size_estimate=file_size(root / file),
+        ))
+    return sorted(items, key=lambda item: item.key)
