@@ -1,0 +1,184 @@
+"""WordNet 3.0 through nltk's reader, found offline.
+
+Looked up in order (DESIGN.md, "Real components"): nltk's data path (a user who ran
+`nltk.download("wordnet")`), `$WORDNET_DIR`, then Debian's `/usr/share/wordnet` (packages
+`wordnet-base` + `wordnet-sense-index`). A folder that lacks nltk's `lexnames` file (Debian omits it)
+is copied once into `<cache>/nltk_data/corpora/wordnet` with the standard file added; nltk 3.10
+refuses symlinks there, so the copy is real. cache = `$YOLO9000_CACHE` or `~/.cache/yolo9000`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+DEBIAN_DIR = Path("/usr/share/wordnet")
+# The files nltk's reader opens; `lexnames` is added when missing, the rest must be there.
+REQUIRED_FILES = (
+    "index.noun", "index.verb", "index.adj", "index.adv",
+    "data.noun", "data.verb", "data.adj", "data.adv",
+    "noun.exc", "verb.exc", "adj.exc", "adv.exc", "index.sense",
+)  # fmt: skip
+# Princeton WordNet 3.0's `lexnames` (lexicographer file number, name, syntactic category).
+LEXNAMES = (
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute "
+    "noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group "
+    "noun.location noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession "
+    "noun.process noun.quantity noun.relation noun.shape noun.state noun.substance noun.time "
+    "verb.body verb.change verb.cognition verb.communication verb.competition verb.consumption "
+    "verb.contact verb.creation verb.emotion verb.motion verb.perception verb.possession "
+    "verb.social verb.stative verb.weather adj.ppl"
+).split()
+INSTALL_HINT = (
+    "install WordNet 3.0 with 'sudo apt-get install wordnet-base wordnet-sense-index' (Debian/Ubuntu), "
+    "or run python -c 'import nltk; nltk.download(\"wordnet\")', "
+    "or set WORDNET_DIR to a folder holding WordNet 3.0's dict files (data.noun, index.noun, ...)"
+)
+
+_readers: dict[Path, WordNetCorpusReader] = {}
+
+
+class WordNetNotFound(RuntimeError):
+    """No usable WordNet 3.0 in any of the places looked at; the message says how to install it."""
+
+
+class UnknownSynset(ValueError):
+    """A wnid or synset name that WordNet does not have."""
+
+
+class _WordNet30(WordNetCorpusReader):
+    """nltk's reader, opened in ~1 s instead of ~3 s; lookups are nltk's own.
+
+    Two costs of nltk's open are skipped (measured with cProfile, see bench/wordtree_build.py):
+    - the WordNet-version map: nltk maps the loaded WordNet onto the one named "wordnet" in its
+      data path (two full reads of `index.sense`). That map (`map30`) serves only Open Multilingual
+      WordNet lookups, which this reader never loads (`omw_reader=None`), and our WordNet *is* 3.0;
+    - nltk's seekable stream reading the four `index.<pos>` files line by line. Those files are
+      only ever read once, front to back, while opening, so a plain text file gives the same lines.
+    """
+
+    _SEQUENTIAL_FILES = frozenset({"index.noun", "index.verb", "index.adj", "index.adv"})
+
+    def map_wn(self, version: str = "wordnet"):
+        return None
+
+    def open(self, file: str):
+        if file in self._SEQUENTIAL_FILES:
+            return open(self.abspath(file).path, encoding=self._encoding)  # abspath applies nltk's path guard
+        return super().open(file)
+
+
+def cache_dir() -> Path:
+    """`$YOLO9000_CACHE`, or `~/.cache/yolo9000`."""
+    return Path(os.environ.get("YOLO9000_CACHE") or Path.home() / ".cache" / "yolo9000")
+
+
+def find_wordnet_dir() -> Path:
+    """The folder nltk will read, preparing a cached copy with `lexnames` where one is needed."""
+    nltk_dir = _nltk_data_wordnet()
+    if nltk_dir is not None:
+        return nltk_dir.resolve()
+    looked = ["nltk's data path (corpora/wordnet)"]
+    env_dir = os.environ.get("WORDNET_DIR")
+    if env_dir:
+        source = Path(env_dir)
+        missing = _missing_files(source)
+        if missing:
+            raise WordNetNotFound(f"WORDNET_DIR={env_dir} lacks {', '.join(missing)}; {INSTALL_HINT}")
+        if (source / "lexnames").is_file():
+            return source.resolve()
+        digest = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
+        return _prepared_copy(source, cache_dir() / f"wordnet_dir-{digest}" / "corpora" / "wordnet")
+    looked.append("$WORDNET_DIR (not set)")
+    if not _missing_files(DEBIAN_DIR):
+        return _prepared_copy(DEBIAN_DIR, cache_dir() / "nltk_data" / "corpora" / "wordnet")
+    looked.append(f"{DEBIAN_DIR} (lacks {', '.join(_missing_files(DEBIAN_DIR)) or 'nothing'})")
+    raise WordNetNotFound(f"WordNet 3.0 not found; looked at {'; '.join(looked)}. To fix: {INSTALL_HINT}")
+
+
+def open_wordnet() -> WordNetCorpusReader:
+    """nltk's WordNet 3.0 reader, opened once per process per folder."""
+    root = find_wordnet_dir()
+    reader = _readers.get(root)
+    if reader is None:
+        _authorise(root)
+        with warnings.catch_warnings():  # "multilingual functions are not available": we load no OMW
+            warnings.simplefilter("ignore", UserWarning)
+            reader = _WordNet30(str(root), None)
+        _readers[root] = reader
+    return reader
+
+
+def synset_of(wnid: str, wordnet: WordNetCorpusReader | None = None):
+    """The noun synset of an ImageNet wnid: `n02084071` → Synset('dog.n.01')."""
+    wordnet = wordnet or open_wordnet()
+    if len(wnid) != 9 or wnid[0] != "n" or not wnid[1:].isdigit():
+        raise UnknownSynset(f"{wnid!r} is not a WordNet noun id: expected 'n' and 8 digits, like n02084071")
+    with warnings.catch_warnings():  # nltk warns and returns None for an offset that starts no synset
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            synset = wordnet.synset_from_pos_and_offset("n", int(wnid[1:]))
+        except (ValueError, AssertionError, LookupError):  # an offset inside a line, or past the end
+            synset = None
+    if synset is None:
+        raise UnknownSynset(f"{wnid!r} is no noun synset of WordNet 3.0 (nothing starts at that offset)")
+    return synset
+
+
+def wnid_of(synset) -> str:
+    """The ImageNet-style id of a noun synset: Synset('dog.n.01') → `n02084071`."""
+    return f"{synset.pos()}{synset.offset():08d}"
+
+
+def _authorise(root: Path) -> None:
+    """Add the folder to nltk's data path: nltk 3.10 reads corpora only under its data roots."""
+    import nltk.data
+
+    if str(root) not in nltk.data.path:
+        nltk.data.path.append(str(root))
+
+
+def _nltk_data_wordnet() -> Path | None:
+    """`corpora/wordnet` from nltk's data path, when a user installed it there as a folder."""
+    import nltk.data
+
+    try:
+        found = Path(str(nltk.data.find("corpora/wordnet")))
+    except LookupError:
+        return None
+    return found if found.is_dir() else None
+
+
+def _missing_files(folder: Path) -> list[str]:
+    return [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+
+
+def _prepared_copy(source: Path, target: Path) -> Path:
+    """Copy a WordNet dict folder once, adding `lexnames`; temp folder + rename, so never half a copy."""
+    target = target.expanduser().resolve()
+    if (target / "lexnames").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".wordnet-", dir=target.parent))
+    try:
+        for name in REQUIRED_FILES:
+            shutil.copyfile(source / name, staging / name)
+        lines = [f"{i:02d}\t{name}\t{_lexname_category(name)}\n" for i, name in enumerate(LEXNAMES)]
+        (staging / "lexnames").write_text("".join(lines), encoding="utf-8")
+        os.rename(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "lexnames").is_file():  # not another process's finished copy: a real failure
+            raise
+    return target
+
+
+def _lexname_category(name: str) -> int:
+    """WordNet's syntactic category number of a lexicographer file: 1 noun, 2 verb, 3 adj, 4 adv."""
+    return {"noun": 1, "verb": 2, "adj": 3, "adv": 4}[name.split(".")[0]]
