@@ -13,6 +13,7 @@ from yolo9000.anchors import (
     to_grid_units,
     wh_iou,
 )
+from yolo9000.data.schema import MANIFEST_SCHEMA, SampleRecord
 
 SHAPES = np.array([[0.05, 0.30], [0.20, 0.20], [0.60, 0.35]])  # tall thin, square, wide large
 
@@ -147,3 +148,18 @@ def test_unreadable_manifests_raise_errors_that_name_the_file(tmp_path):
         read_manifest_boxes([tmp_path / "odd.parquet"])
     with pytest.raises(AnchorError, match="no boxes"):
         kmeans_anchors(np.zeros((0, 2)), 1)
+
+
+def test_manifest_written_with_the_shard_schema_is_read_and_crowd_regions_are_skipped(tmp_path):
+    records = [
+        SampleRecord("a", "coco", "a.jpg", 200, 100, b"", boxes=[[0, 0, 100, 50], [0, 0, 200, 100]],
+                     labels=["n02084071", "n07942152"], crowd=[False, True], difficult=[False, False]),
+        SampleRecord("b", "imagenet", "b.jpg", 300, 300, b"", image_label="n01440764"),
+        SampleRecord("c", "coco", "c.jpg", 400, 400, b"", boxes=[[0, 0, 40, 80]], labels=["n02084071"],
+                     crowd=[False], difficult=[False]),
+    ]
+    table = pa.Table.from_pylist([r.manifest_row("s-000000.tar") for r in records], schema=MANIFEST_SCHEMA)
+    pq.write_table(table, tmp_path / "manifest.parquet")
+    sizes = read_manifest_boxes([tmp_path / "manifest.parquet"])
+    np.testing.assert_allclose(sizes.wh, [[0.5, 0.5], [0.1, 0.2]])
+    assert (sizes.skipped_crowd, sizes.skipped_zero_size, sizes.rows_without_boxes) == (1, 0, 1)

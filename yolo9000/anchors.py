@@ -36,6 +36,7 @@ class BoxSizes:
 
     wh: np.ndarray  # (N, 2)
     skipped_zero_size: int  # boxes with w <= 0 or h <= 0 (or not finite)
+    skipped_crowd: int  # COCO iscrowd regions (manifest column `crowd`): one box around many objects
     rows_without_boxes: int  # classification rows (image_label) and detection images with no boxes
 
 
@@ -192,20 +193,25 @@ def darknet_anchors_line(anchors_grid: np.ndarray, decimals: int = 4) -> str:
 
 
 def read_manifest_boxes(paths: Iterable[str | Path]) -> BoxSizes:
-    """Normalised (w, h) of every box in one or more Parquet manifests (DESIGN "Contracts"); zero-size boxes skipped, counted."""
-    chunks, skipped, without = [], 0, 0
+    """Normalised (w, h) of every box in Parquet manifests (yolo9000.data.schema.MANIFEST_SCHEMA).
+
+    Boxes may be list<list<float>> (the shard writer's schema) or a flat list of 4·n values. Rows with
+    an `image_label` and no boxes add nothing; zero-size and crowd boxes are skipped and counted.
+    """
+    chunks, skipped, crowds, without = [], 0, 0, 0
     for path in paths:
-        wh, rows_without = _manifest_wh(Path(path))
+        wh, crowd, rows_without = _manifest_wh(Path(path))
         usable = np.all(np.isfinite(wh) & (wh > 0), axis=1)
-        skipped += int((~usable).sum())
+        skipped += int((~usable & ~crowd).sum())
+        crowds += int(crowd.sum())
         without += rows_without
-        chunks.append(wh[usable])
+        chunks.append(wh[usable & ~crowd])
     wh = np.concatenate(chunks) if chunks else np.zeros((0, 2))
-    return BoxSizes(wh, skipped, without)
+    return BoxSizes(wh, skipped, crowds, without)
 
 
-def _manifest_wh(path: Path) -> tuple[np.ndarray, int]:
-    """(M, 2) normalised w, h of all boxes in one manifest (unfiltered), and the number of rows with none."""
+def _manifest_wh(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """(M, 2) normalised w, h of all boxes in one manifest (unfiltered), (M,) crowd flags, rows with no box."""
     import pyarrow.parquet as pq
 
     if not path.is_file():
@@ -222,7 +228,21 @@ def _manifest_wh(path: Path) -> tuple[np.ndarray, int]:
     height = np.repeat(table.column("height").to_numpy(zero_copy_only=False).astype(np.float64), per_row)
     with np.errstate(invalid="ignore", divide="ignore"):
         wh = np.stack([(corners[:, 2] - corners[:, 0]) / width, (corners[:, 3] - corners[:, 1]) / height], axis=1)
-    return wh, int((per_row == 0).sum())
+    return wh, _crowd_flags(table, per_row, path), int((per_row == 0).sum())
+
+
+def _crowd_flags(table, per_row: np.ndarray, path: Path) -> np.ndarray:
+    """(M,) bool: the box is a crowd region; all False when the manifest has no `crowd` column."""
+    import pyarrow.compute as pc
+
+    if "crowd" not in table.column_names:
+        return np.zeros(int(per_row.sum()), dtype=bool)
+    crowd = table.column("crowd").combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(crowd), 0).to_numpy(zero_copy_only=False)
+    if np.any(lengths != per_row):
+        row = int(np.nonzero(lengths != per_row)[0][0])
+        raise AnchorError(f"{path}: row {row} has {per_row[row]} boxes but {lengths[row]} crowd flags; one per box")
+    return pc.fill_null(pc.list_flatten(crowd), False).to_numpy(zero_copy_only=False).astype(bool)
 
 
 def _box_corners(boxes, path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -46,7 +46,8 @@ def run_anchors(args: argparse.Namespace) -> None:
     print(dimension_clusters.darknet_anchors_line(grid))
     print(f"mean IoU {result.mean_iou:.4f} over {len(sizes.wh)} boxes (k={args.k}, seed={args.seed}, "
           f"{args.size // args.stride}x{args.size // args.stride} grid); "
-          f"skipped {sizes.skipped_zero_size} zero-size boxes, {sizes.rows_without_boxes} rows without boxes")
+          f"skipped {sizes.skipped_zero_size} zero-size boxes, {sizes.skipped_crowd} crowd boxes, "
+          f"{sizes.rows_without_boxes} rows without boxes")
     if args.plot:
         ks = range(1, min(args.max_k, len(sizes.wh)) + 1)
         curve = dimension_clusters.mean_iou_curve(sizes.wh, ks, seed=args.seed, restarts=args.restarts)
