@@ -217,3 +217,15 @@ def test_top_down_decode_matches_darknet_loop_on_9k_tree(nine_k):
 def test_tree_arrays_to_moves_every_tensor():
     tree = TreeArrays.from_parent([-1, -1, 0, 0, 1]).to("cpu")
     assert tree.members.tolist() == [[0, 1], [2, 3], [4, -1]]
+
+
+def test_node_log_prob_at_every_location_equals_row_by_row():
+    parent = random_parent(7)
+    tree = TreeArrays.from_parent(parent)
+    gen = torch.Generator().manual_seed(7)
+    logits = torch.randn(3, len(parent), 5, dtype=torch.float64, generator=gen)
+    nodes = torch.randint(0, len(parent), (3,), generator=gen)
+    per_location = node_log_prob(logits, nodes, tree)
+    assert per_location.shape == (3, 5)
+    for loc in range(5):
+        torch.testing.assert_close(per_location[:, loc], node_log_prob(logits[:, :, loc], nodes, tree))

@@ -144,33 +144,42 @@ def absolute_log_probs(conditional_log_probs: Tensor, tree: TreeArrays) -> Tenso
 
 
 def node_log_prob(logits: Tensor, nodes: Tensor, tree: TreeArrays) -> Tensor:
-    """(N,) log P(node) for logits (N, C) and nodes (N,): the group log-softmax on the node's path only.
+    """log P(node) for logits (N, C) → (N,), or (N, C, L) → (N, L): group log-softmax on the node's path only.
 
-    Gathers the (N, D, S) members of the groups on each path instead of a full (N, C) softmax, so the
-    9k-class loss never builds class probabilities for every anchor (darknet-notes.md,
-    "delta_region_class": only the groups from the label up to its root get a gradient).
+    Gathers the (N, D, S) members of the groups on each path instead of a full softmax, so the 9k-class
+    loss never builds class probabilities for every anchor (darknet-notes.md, "delta_region_class":
+    only the groups from the label up to its root get a gradient). With (N, C, L) logits (e.g. the class
+    channels of one image's anchors, L = H·W locations) each row's node is scored at every location.
     """
     return path_log_probs(logits, nodes, tree).sum(1)
 
 
 def path_log_probs(logits: Tensor, nodes: Tensor, tree: TreeArrays) -> Tensor:
-    """(N, D) log P(path node | its parent) at each step of each node's path to the root, 0 past the root."""
+    """log P(path node | its parent) at each step of each node's path, 0 past the root.
+
+    logits (N, C) → (N, D); logits (N, C, L) → (N, D, L). The gather index is expanded, not copied.
+    """
     if nodes.numel() and (int(nodes.min()) < 0 or int(nodes.max()) >= tree.num_nodes):
         raise HierarchyError(
             f"node indices must lie in [0, {tree.num_nodes}); got {int(nodes.min())}..{int(nodes.max())}"
         )
+    flat = logits.dim() == 2
+    scores = logits[..., None] if flat else logits  # (N, C, L)
+    count, _, locations = scores.shape
     path = tree.paths[nodes]  # (N, D)
     on_path = path >= 0
     groups = tree.group[path.clamp(min=0)]  # (N, D)
     widest = int(tree.group_size[groups[on_path]].max()) if on_path.any() else 1
     members = tree.members[groups, :widest]  # (N, D, S)
     in_group = (members >= 0) & on_path[..., None]
-    member_logits = logits.gather(1, members.clamp(min=0).reshape(len(nodes), -1)).reshape(members.shape)
-    padding = torch.where(on_path, float("-inf"), 0.0)[..., None]  # finite past the root: no NaN gradient
-    member_logits = torch.where(in_group, member_logits, padding.to(member_logits.dtype))
-    log_norm = torch.logsumexp(member_logits, dim=2)  # (N, D)
-    node_logits = logits.gather(1, path.clamp(min=0))
-    return torch.where(on_path, node_logits - log_norm, torch.zeros_like(node_logits))
+    index = members.clamp(min=0).reshape(count, -1, 1).expand(-1, -1, locations)
+    member_logits = scores.gather(1, index).reshape(*members.shape, locations)  # (N, D, S, L)
+    padding = torch.where(on_path, float("-inf"), 0.0).to(scores.dtype)  # finite past the root: no NaN grad
+    member_logits = torch.where(in_group[..., None], member_logits, padding[..., None, None])
+    log_norm = torch.logsumexp(member_logits, dim=2)  # (N, D, L)
+    node_logits = scores.gather(1, path.clamp(min=0)[..., None].expand(-1, -1, locations))
+    out = torch.where(on_path[..., None], node_logits - log_norm, torch.zeros_like(node_logits))
+    return out[..., 0] if flat else out
 
 
 def top_down_decode(
