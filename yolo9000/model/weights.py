@@ -74,7 +74,7 @@ def seen_format(major: int, minor: int) -> str:
     return "<Q" if major * 10 + minor >= 2 else "<i"
 
 
-def read_header(data: bytes, path: Path) -> tuple[tuple[int, int, int], int, int]:
+def read_header(data: bytes | bytearray, path: Path) -> tuple[tuple[int, int, int], int, int]:
     """Parse the header; returns (version, seen, header size in bytes)."""
     if len(data) < 12:
         raise WeightsError(f"{path}: {len(data)} bytes is too short for a darknet weights header (12-20 bytes)")
@@ -135,12 +135,16 @@ def load_darknet_weights(
     e.g. `darknet19_448.conv.23` (the 18 trunk convs, darknet's `partial`) into a YOLOv2.
     """
     path = Path(path)
-    data = path.read_bytes()
+    data = bytearray(path.stat().st_size)  # one writable buffer, viewed (not copied) as floats below
+    with open(path, "rb") as f:
+        f.readinto(data)
     _, seen, header_size = read_header(data, path)
-    body = bytearray(data[header_size:])
-    if len(body) % FLOAT_BYTES:
-        raise WeightsError(f"{path}: body of {len(body)} bytes is not a whole number of float32 values")
-    floats = torch.frombuffer(body, dtype=torch.float32) if body else torch.empty(0)
+    body_bytes = len(data) - header_size
+    if body_bytes % FLOAT_BYTES:
+        raise WeightsError(f"{path}: body of {body_bytes} bytes is not a whole number of float32 values")
+    floats = torch.empty(0)
+    if body_bytes:
+        floats = torch.frombuffer(data, dtype=torch.float32, offset=header_size, count=body_bytes // FLOAT_BYTES)
     convs = convs_to_load(model, floats.numel(), num_convs, prefix_only, path)
     offset = 0
     with torch.no_grad():
@@ -168,7 +172,7 @@ def save_darknet_weights(
             f.write(header)
             for conv, bn in darknet_convs(model):
                 for tensor in conv_tensors(conv, bn):
-                    f.write(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+                    f.write(tensor.detach().to("cpu", torch.float32).contiguous().numpy())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
