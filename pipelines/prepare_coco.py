@@ -1,0 +1,51 @@
+"""Prepare a COCO instances split as WebDataset shards + manifest.parquet + summary.json.
+
+    python pipelines/prepare_coco.py --ann instances_train2017.json --images train2017/ -o shards/coco/
+"""
+
+import argparse
+import sys
+
+from wordtree.labelsets import LabelSetError, label_map, read_label_map
+from yolo9000.data.prepare.coco import read_coco
+from yolo9000.data.shardwriter import (PrepareError, add_writer_arguments, summary_line, write_shards,
+                                       writer_config_from_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Boxes: COCO [x, y, w, h] become x0 y0 x1 y1 pixels; crowd annotations are kept with crowd=true "
+               "(training drops them). Images with no annotation are kept as detection samples with no boxes "
+               "(use --drop-empty to leave them out). Category names map to WordNet ids through the label map; "
+               "an unknown name stops the run before anything is written. Corrupt images are skipped, non-JPEG "
+               "images re-encoded, boxes clipped to the image; all counted in summary.json.")
+    parser.add_argument("--ann", required=True, help="COCO instances json, e.g. annotations/instances_train2017.json")
+    parser.add_argument("--images", required=True, help="folder of the split's images, e.g. train2017/")
+    parser.add_argument("--label-map", default=None,
+                        help="file of 'category name<TAB>wnid' lines (default: the shipped COCO map)")
+    parser.add_argument("--source", default="coco", help="source name in records and keys (default: %(default)s)")
+    parser.add_argument("--drop-empty", action="store_true", help="leave out images that have no annotation")
+    add_writer_arguments(parser, default_prefix="coco")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        name_to_wnid = read_label_map(args.label_map) if args.label_map else label_map("coco")
+        items = read_coco(args.ann, args.images, name_to_wnid, source=args.source, keep_empty=not args.drop_empty)
+        summary = write_shards(items, writer_config_from_args(args))
+    except (PrepareError, LabelSetError) as error:
+        print(f"prepare_coco: error: {error}", file=sys.stderr)
+        return 2
+    print(summary_line(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Prepare ImageNet (class folders or one tar per synset) as WebDataset shards + manifest + summary.
+
+    python pipelines/prepare_imagenet.py --root ILSVRC/Data/CLS-LOC/train -o shards/imagenet/
+    python pipelines/prepare_imagenet.py --root fall11_whole/ --synsets imagenet21k -o shards/in21k/
+"""
+
+import argparse
+import sys
+
+from wordtree.labelsets import LabelSetError, synset_set
+from yolo9000.data.prepare.imagenet import read_imagenet
+from yolo9000.data.shardwriter import (PrepareError, add_writer_arguments, summary_line, write_shards,
+                                       writer_config_from_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Every image becomes a classification sample labelled with its folder's (or tar's) wnid, unless "
+               "--boxes holds a box file for it: then it is a detection sample with those boxes and wnids. "
+               "A folder, tar or box name that is not a wnid (or not in --synsets) stops the run before "
+               "anything is written. Corrupt images are skipped, non-JPEG images re-encoded; all counted in "
+               "summary.json.")
+    parser.add_argument("--root", required=True,
+                        help="ImageNet train folder of <wnid>/ class folders, or a folder of <wnid>.tar files "
+                             "(ImageNet-21k); both may be mixed")
+    parser.add_argument("--boxes", default=None,
+                        help="folder of ILSVRC / ImageNet-DET bounding-box XML files (<name> holds the wnid), "
+                             "matched to images by file stem, searched recursively; coordinates used as given")
+    parser.add_argument("--synsets", default=None,
+                        help="allowed wnids: a shipped set (imagenet1k, imagenet21k, imagenet_det200) or a file "
+                             "of wnids; default: any name of wnid shape")
+    parser.add_argument("--source", default="imagenet",
+                        help="source name in records and keys (default: %(default)s)")
+    add_writer_arguments(parser, default_prefix="imagenet")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        allowed = set(synset_set(args.synsets)) if args.synsets else None
+        items = read_imagenet(args.root, boxes_dir=args.boxes, source=args.source, allowed_wnids=allowed)
+        summary = write_shards(items, writer_config_from_args(args))
+    except (PrepareError, LabelSetError) as error:
+        print(f"prepare_imagenet: error: {error}", file=sys.stderr)
+        return 2
+    print(summary_line(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

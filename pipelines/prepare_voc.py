@@ -1,0 +1,52 @@
+"""Prepare a PASCAL VOC split as WebDataset shards + manifest.parquet + summary.json.
+
+    python pipelines/prepare_voc.py --root VOCdevkit/VOC2012 --split trainval -o shards/voc2012/
+"""
+
+import argparse
+import sys
+
+from wordtree.labelsets import LabelSetError, label_map, read_label_map
+from yolo9000.data.prepare.voc import read_voc
+from yolo9000.data.shardwriter import (PrepareError, add_writer_arguments, summary_line, write_shards,
+                                       writer_config_from_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="VOC pixel coordinates are 1-based; they become 0-based by subtracting 1 from xmin, ymin, xmax "
+               "and ymax, as darknet's voc_label.py does. 'difficult' objects are kept with difficult=true "
+               "(training drops them). Class names map to WordNet ids through the label map; an unknown name "
+               "stops the run before anything is written. Corrupt images are skipped, non-JPEG images "
+               "re-encoded, boxes clipped to the image; all counted in summary.json.")
+    parser.add_argument("--root", required=True,
+                        help="VOC folder holding Annotations/, JPEGImages/ and ImageSets/Main/, e.g. VOC2012/")
+    parser.add_argument("--split", default="trainval",
+                        help="image list ImageSets/Main/<split>.txt (default: %(default)s)")
+    parser.add_argument("--label-map", default=None,
+                        help="file of 'class name<TAB>wnid' lines (default: the shipped VOC map)")
+    parser.add_argument("--source", default="voc", help="source name in records and keys (default: %(default)s)")
+    add_writer_arguments(parser, default_prefix="voc")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        name_to_wnid = read_label_map(args.label_map) if args.label_map else label_map("voc")
+        items = read_voc(args.root, name_to_wnid, split=args.split, source=args.source)
+        summary = write_shards(items, writer_config_from_args(args))
+    except (PrepareError, LabelSetError) as error:
+        print(f"prepare_voc: error: {error}", file=sys.stderr)
+        return 2
+    print(summary_line(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
