@@ -10,10 +10,13 @@ from yolo9000.postprocess import (
     PostprocessConfig,
     PostprocessError,
     decode_boxes,
+    label_set_scores,
     letterbox_size,
     postprocess,
     select_detections,
     to_coco_results,
+    tree_absolute_probs,
+    tree_top_down_scores,
     undo_letterbox,
 )
 
@@ -197,3 +200,26 @@ def test_mismatched_shapes_raise_errors_that_say_what_does_not_fit():
     with pytest.raises(PostprocessError, match="tree has 6 nodes"):
         postprocess(torch.zeros(1, 5 + 4, 1, 1), torch.ones(1, 2), torch.tensor([[10, 10]]), 32,
                     tree=TreeArrays.from_parent(TINY_PARENT))
+
+
+def test_tree_detections_skipping_low_objectness_boxes_equal_scoring_every_box():
+    torch.manual_seed(3)
+    tree = TreeArrays.from_parent(TINY_PARENT)
+    output = torch.randn(2, 3 * (5 + 6), 4, 4, dtype=torch.float64) * 2
+    sizes = torch.tensor([[640, 480], [300, 500]])
+    config = PostprocessConfig(score_threshold=0.3, hier_thresh=0.4)
+    boxes, objectness, logits = decode_boxes(output, ANCHORS)
+    pixels = undo_letterbox(boxes, sizes, 128)
+    absolute = tree_absolute_probs(logits, tree)  # every box, no objectness filter
+    assert ((objectness > 0.3).sum() < objectness.numel()) and (objectness > 0.3).any()
+    score, node = tree_top_down_scores(objectness, absolute, tree, config)
+    expected = select_detections(pixels, score, node, config=config)
+    got = postprocess(output, ANCHORS, sizes, 128, config, tree=tree)
+    label_nodes = torch.tensor([4, 3])
+    expected_set = select_detections(pixels, label_set_scores(objectness, absolute, label_nodes), config=config)
+    got_set = postprocess(output, ANCHORS, sizes, 128, config, tree=tree, label_nodes=label_nodes)
+    for want, have in [*zip(expected, got), *zip(expected_set, got_set)]:
+        assert len(have.scores) > 0
+        torch.testing.assert_close(have.boxes, want.boxes)
+        torch.testing.assert_close(have.scores, want.scores)
+        assert have.labels.tolist() == want.labels.tolist()

@@ -201,10 +201,16 @@ def postprocess(
         return select_detections(pixels, flat_class_scores(objectness, class_logits), config=config)
     if class_logits.shape[-1] != tree.num_nodes:
         raise PostprocessError(f"the head predicts {class_logits.shape[-1]} classes but the tree has {tree.num_nodes} nodes")
-    absolute = tree_absolute_probs(class_logits, tree)
+    # score = objectness × P(·) ≤ objectness: only boxes above the threshold need the tree (darknet zeroes the rest)
+    image, box = torch.nonzero(objectness > config.score_threshold, as_tuple=True)
+    absolute = tree_absolute_probs(class_logits[image, box], tree)  # (P, C)
     if label_nodes is not None:
-        return select_detections(pixels, label_set_scores(objectness, absolute, label_nodes), config=config)
-    score, node = tree_top_down_scores(objectness, absolute, tree, config)
+        kept = label_set_scores(objectness[image, box], absolute, label_nodes)  # (P, L)
+        scores = kept.new_zeros(*objectness.shape, kept.shape[-1]).index_put_((image, box), kept)
+        return select_detections(pixels, scores, config=config)
+    kept_score, kept_node = tree_top_down_scores(objectness[image, box], absolute, tree, config)
+    score = objectness.new_zeros(objectness.shape).index_put_((image, box), kept_score)
+    node = torch.zeros(objectness.shape, dtype=torch.long, device=objectness.device).index_put_((image, box), kept_node)
     return select_detections(pixels, score, node, config=config)
 
 
