@@ -1,3 +1,7 @@
+import ast
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -185,3 +189,22 @@ def test_build_detector_lists_valid_names_and_heads():
         build_detector("yolov3", 20, 5)
     with pytest.raises(ValueError, match="paper, final"):
         build_detector("yolov2", 20, 5, head="v3")
+
+
+def test_model_files_import_only_torch_and_layers():
+    """DESIGN "Allowed imports": model/ imports torch and model/layers.py only (plus the standard library)."""
+    model_dir = Path(__file__).resolve().parents[2] / "yolo9000" / "model"
+    for path in sorted(model_dir.glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                allowed = top in ("torch", "__future__") or name == "yolo9000.model.layers"
+                assert allowed or top in sys.stdlib_module_names, f"{path.name} imports {name}"

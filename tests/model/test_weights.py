@@ -231,3 +231,17 @@ def test_file_shorter_than_a_header_or_with_a_partial_float_is_rejected(tmp_path
 def test_seen_that_does_not_fit_an_int32_header_is_refused(tmp_path):
     with pytest.raises(WeightsError, match="does not fit the 4-byte field"):
         save_darknet_weights(SmallNet(), tmp_path / "x.weights", seen=2**31, version=(0, 1, 0))
+
+
+def test_prefix_only_refuses_a_file_bigger_than_the_whole_model(tmp_path):
+    data, model = write_tiny(tmp_path)
+    long = tmp_path / "long.weights"
+    long.write_bytes(data + struct.pack("<f", 1))
+    with pytest.raises(WeightsError, match="file too long: all 9 convs take"):
+        load_darknet_weights(model, long, prefix_only=True)
+
+
+def test_num_convs_outside_the_model_is_refused(tmp_path):
+    data, model = write_tiny(tmp_path)
+    with pytest.raises(WeightsError, match="num_convs=10 but TinyYOLOv2 has 9 convs"):
+        load_darknet_weights(model, tmp_path / "tiny.weights", num_convs=10)

@@ -11,6 +11,7 @@ class Darknet19(nn.Module):
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
+        self.num_classes = num_classes
         self.trunk = Darknet19Trunk()
         # darknet19.cfg's last conv: 1x1, linear, with bias, no BN.
         self.classifier = nn.Conv2d(Darknet19Trunk.out_channels, num_classes, kernel_size=1)

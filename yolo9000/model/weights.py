@@ -88,6 +88,26 @@ def read_header(data: bytes | bytearray, path: Path) -> tuple[tuple[int, int, in
     return version, seen, header_size
 
 
+def whole_convs_in(
+    convs: list[tuple[nn.Conv2d, nn.BatchNorm2d | None]], sizes: list[int], available: int, where: str
+) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
+    """The leading convs that exactly `available` floats fill (darknet's `partial` files)."""
+    ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+    if available in ends:
+        return convs[: ends.index(available) + 1]
+    if available > ends[-1]:
+        raise WeightsError(
+            f"{where}: file too long: all {len(convs)} convs take {ends[-1]} floats, found {available}; "
+            "use num_convs=N to load the first N convs of a bigger file"
+        )
+    whole = sum(1 for end in ends if end < available)
+    raise WeightsError(
+        f"{where}: {available} floats do not end at a conv boundary: the first {whole} convs take "
+        f"{ends[whole - 1] if whole else 0} floats and the first {whole + 1} take {ends[whole]}; "
+        "is this file for another architecture or class count?"
+    )
+
+
 def convs_to_load(
     model: nn.Module, available: int, num_convs: int | None, prefix_only: bool, path: Path
 ) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
@@ -100,15 +120,7 @@ def convs_to_load(
         convs = convs[:num_convs]
     sizes = [sum(t.numel() for t in conv_tensors(conv, bn)) for conv, bn in convs]
     if prefix_only:
-        ends = torch.tensor(sizes).cumsum(0).tolist()
-        if available not in ends:
-            whole = sum(1 for end in ends if end <= available)
-            raise WeightsError(
-                f"{path}: {available} floats do not end at a conv boundary of {name}: the first {whole} convs "
-                f"take {ends[whole - 1] if whole else 0} floats and {whole + 1} take "
-                f"{ends[min(whole, len(ends) - 1)]}; is this file for another architecture or class count?"
-            )
-        return convs[: ends.index(available) + 1]
+        return whole_convs_in(convs, sizes, available, f"{path}: {name}")
     expected = sum(sizes)
     what = f"the first {len(convs)} convs" if num_convs is not None else f"all {len(convs)} convs"
     if available < expected:
