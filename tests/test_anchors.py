@@ -163,3 +163,9 @@ def test_manifest_written_with_the_shard_schema_is_read_and_crowd_regions_are_sk
     sizes = read_manifest_boxes([tmp_path / "manifest.parquet"])
     np.testing.assert_allclose(sizes.wh, [[0.5, 0.5], [0.1, 0.2]])
     assert (sizes.skipped_crowd, sizes.skipped_zero_size, sizes.rows_without_boxes) == (1, 0, 1)
+
+
+def test_a_file_that_is_not_parquet_is_reported_by_name(tmp_path):
+    (tmp_path / "manifest.parquet").write_text("not parquet")
+    with pytest.raises(AnchorError, match="manifest.parquet: not a readable Parquet manifest"):
+        read_manifest_boxes([tmp_path / "manifest.parquet"])

@@ -217,12 +217,15 @@ def _manifest_wh(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     if not path.is_file():
         raise AnchorError(f"manifest not found: {path} (write it with the shard writer, e.g. pipelines/prepare_coco.py)")
     try:
-        table = pq.read_table(path)
+        names = pq.read_schema(path).names
+        missing = [c for c in ("width", "height", "boxes") if c not in names]
+        if missing:
+            raise AnchorError(f"{path}: manifest lacks column(s) {missing}; it has {names}")
+        table = pq.read_table(path, columns=["width", "height", "boxes"] + (["crowd"] if "crowd" in names else []))
+    except AnchorError:
+        raise
     except Exception as error:  # pyarrow raises several types for a damaged file
         raise AnchorError(f"{path}: not a readable Parquet manifest ({error})") from error
-    missing = [c for c in ("width", "height", "boxes") if c not in table.column_names]
-    if missing:
-        raise AnchorError(f"{path}: manifest lacks column(s) {missing}; it has {table.column_names}")
     corners, per_row = _box_corners(table.column("boxes").combine_chunks(), path)  # (M, 4), (R,)
     width = np.repeat(table.column("width").to_numpy(zero_copy_only=False).astype(np.float64), per_row)
     height = np.repeat(table.column("height").to_numpy(zero_copy_only=False).astype(np.float64), per_row)

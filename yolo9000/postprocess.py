@@ -39,6 +39,10 @@ class PostprocessConfig:
     darknet_product: bool = False  # top-down test on p·max like hierarchy_top_prediction (double counts)
 
 
+EVALUATION = PostprocessConfig()  # validate_detector: thresh .005, NMS .45, hier .5
+DISPLAY = PostprocessConfig(score_threshold=0.5)  # test_detector [HEAD]: thresh .5
+
+
 @dataclass
 class Detections:
     """The detections of one image: boxes in original-image pixels, their scores and labels."""
@@ -217,7 +221,11 @@ def postprocess(
 def to_coco_results(
     detections: Sequence[Detections], image_ids: Sequence[int], category_ids: Sequence[int]
 ) -> list[dict]:
-    """COCO result rows {"image_id", "category_id", "bbox": [x, y, w, h], "score"}; category_ids[label] per label."""
+    """COCO result rows {"image_id", "category_id", "bbox": [x, y, w, h], "score"}; category_ids[label] per label.
+
+    With a tree, pass the COCO nodes (coco9k.map) as `label_nodes` to `postprocess`, so labels index the
+    80 COCO classes and `category_ids` holds their 80 COCO ids.
+    """
     if len(detections) != len(image_ids):
         raise PostprocessError(f"{len(detections)} images of detections but {len(image_ids)} image ids")
     category = torch.as_tensor(list(category_ids), dtype=torch.long)
