@@ -172,7 +172,7 @@ def path_log_probs(logits: Tensor, nodes: Tensor, tree: TreeArrays) -> Tensor:
     widest = int(tree.group_size[groups[on_path]].max()) if on_path.any() else 1
     members = tree.members[groups, :widest]  # (N, D, S)
     in_group = (members >= 0) & on_path[..., None]
-    index = members.clamp(min=0).reshape(count, -1, 1).expand(-1, -1, locations)
+    index = members.clamp(min=0).reshape(count, members.shape[1] * widest, 1).expand(-1, -1, locations)
     member_logits = scores.gather(1, index).reshape(*members.shape, locations)  # (N, D, S, L)
     padding = torch.where(on_path, float("-inf"), 0.0).to(scores.dtype)  # finite past the root: no NaN grad
     member_logits = torch.where(in_group[..., None], member_logits, padding[..., None, None])

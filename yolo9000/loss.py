@@ -1,0 +1,266 @@
+"""The joint YOLOv2 / YOLO9000 region loss, faithful to darknet's region layer.
+
+    config = RegionLossConfig(darknet_version="final")           # or "paper"
+    criterion = RegionLoss(anchors, num_classes, tree=TreeArrays.from_parent(wordtree.parent), config=config)
+    result = criterion(output, targets)   # output (B, A·(5+C), H, W), the raw head output
+    result.total.backward()               # result.terms: coord, objectness, noobject, prior, class
+    print(result.stats)                   # avg_iou, class, obj, no_obj, avg_recall, count (darknet's line)
+
+`anchors` (A, 2) are in grid-cell units. `targets` is a dict:
+    boxes (B, M, 4) float, x0 y0 x1 y1 normalised to [0, 1] of the network input;
+    labels (B, M) long, class or tree node index, -1 for padding rows;
+    is_classification (B,) bool: classification-only images (box rows ignored);
+    image_label (B,) long, the tree node of a classification image (-1 for detection images).
+
+Reduction is darknet's (darknet-notes.md, "Loss convention"): a sum over everything of
+½·scale·(target − output)² for the L2 terms (scale, not scale²) and class_scale·cross-entropy for the
+class terms, so ∂total/∂raw output = −(darknet's delta, through the logistic for x, y, objectness).
+There is no division by the batch size. Without a tree the classes are one flat softmax (a tree whose
+nodes are all roots); classification-only images then take the same path with a flat softmax.
+
+`seen` (images seen) is a buffer, saved in the state dict. As darknet's train_network_datum does
+`seen += batch` before the forward pass, a training-mode forward first adds B, then applies the prior
+term while seen < prior_images; an eval-mode forward leaves it unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from yolo9000.hierarchy import TreeArrays, node_log_prob, path_log_probs
+from yolo9000.targets import (
+    Assignment,
+    TargetError,
+    Truths,
+    assign_truths,
+    classification_anchor,
+    decode_boxes,
+    ignore_mask,
+    kept_class_steps,
+    select_truths,
+)
+
+
+@dataclass
+class RegionLossConfig:
+    """Region-layer constants; defaults are darknet's yolo-voc / yolo9000 cfg values."""
+
+    object_scale: float = 5.0
+    noobject_scale: float = 1.0
+    class_scale: float = 1.0
+    coord_scale: float = 1.0
+    thresh: float = 0.6  # ignore the no-object push where the prediction's IoU with a truth is > thresh
+    rescore: bool = True  # objectness target = IoU of the prediction (else 1)
+    bias_match: bool = True  # responsible anchor by the anchor's shape (else the predicted shape)
+    prior_scale: float = 0.01
+    prior_images: int = 12800
+    darknet_version: str = "paper"  # "paper" (d2dece3d) or "final" (777b0982)
+    classification_objectness: float = 0.3  # paper: classification images push σ(obj) up to this
+
+    def __post_init__(self) -> None:
+        if self.darknet_version not in ("paper", "final"):
+            raise ValueError(f"darknet_version must be 'paper' or 'final', got {self.darknet_version!r}")
+
+
+@dataclass
+class RegionLossResult:
+    total: Tensor
+    terms: dict[str, Tensor]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """The head output split per entry: σ(tx), σ(ty), raw tw, th, σ(to) (B, A, H, W), class logits."""
+
+    xy: Tensor  # (B, A, H, W, 2) after the logistic
+    twh: Tensor  # (B, A, H, W, 2) raw
+    objectness: Tensor  # (B, A, H, W) after the logistic
+    objectness_logits: Tensor  # (B, A, H, W)
+    class_logits: Tensor  # (B, A, C, H, W), a view of the output
+
+
+def split_output(output: Tensor, num_anchors: int, num_classes: int) -> Predictions:
+    """View (B, A·(5+C), H, W) as darknet's per-anchor entries (darknet-notes.md, "Tensor layout")."""
+    batch, channels, height, width = output.shape
+    if channels != num_anchors * (5 + num_classes):
+        raise ValueError(
+            f"region output has {channels} channels; {num_anchors} anchors × (5 + {num_classes} classes) "
+            f"= {num_anchors * (5 + num_classes)} expected: check the head's anchors and classes"
+        )
+    raw = output.view(batch, num_anchors, 5 + num_classes, height, width)
+    box = raw[:, :, :4].permute(0, 1, 3, 4, 2)  # (B, A, H, W, 4)
+    return Predictions(box[..., :2].sigmoid(), box[..., 2:], raw[:, :, 4].sigmoid(), raw[:, :, 4], raw[:, :, 5:])
+
+
+def scatter_mask(slots: Tensor, shape: torch.Size, device: torch.device) -> Tensor:
+    """Bool tensor of `shape` that is True at the flat indices `slots`."""
+    mask = torch.zeros(shape.numel(), dtype=torch.bool, device=device)
+    mask[slots] = True
+    return mask.view(shape)
+
+
+def coord_loss(pred: Predictions, assignment: Assignment, truths: Truths, config: RegionLossConfig) -> Tensor:
+    """½·s·Σ (target − output)² on σ(tx), σ(ty), tw, th at each slot's last truth; s per darknet version."""
+    scale = torch.full_like(truths.box[:, 0], config.coord_scale)
+    if config.darknet_version == "final":
+        scale = config.coord_scale * (2 - truths.box[:, 2] * truths.box[:, 3])
+    outputs = torch.cat([pred.xy, pred.twh], -1).reshape(-1, 4)[assignment.slot]  # (T, 4)
+    squared = (assignment.box_target - outputs).pow(2).sum(1)
+    return 0.5 * (scale * squared)[assignment.wins].sum()
+
+
+def objectness_loss(pred: Predictions, assignment: Assignment, config: RegionLossConfig) -> Tensor:
+    """½·object_scale·(target − σ(to))² at each slot's last truth; target = IoU (rescore) or 1."""
+    target = assignment.iou if config.rescore else torch.ones_like(assignment.iou)
+    sigma = pred.objectness.reshape(-1)[assignment.slot]
+    return 0.5 * config.object_scale * (target - sigma).pow(2)[assignment.wins].sum()
+
+
+def classification_objectness_loss(objectness: Tensor, config: RegionLossConfig) -> Tensor:
+    """At a classification image's chosen anchor: paper → ½·object_scale·(.3 − σ)² if σ < .3; final → 0."""
+    if config.darknet_version == "final":
+        return objectness.sum() * 0.0
+    shortfall = (config.classification_objectness - objectness).clamp(min=0)
+    return 0.5 * config.object_scale * shortfall.pow(2).sum()
+
+
+def noobject_loss(pred: Predictions, mask: Tensor, config: RegionLossConfig) -> Tensor:
+    """½·noobject_scale·σ(to)² on the anchors in `mask`."""
+    return 0.5 * config.noobject_scale * pred.objectness[mask].pow(2).sum()
+
+
+def prior_loss(pred: Predictions, mask: Tensor, config: RegionLossConfig) -> Tensor:
+    """½·prior_scale·Σ on `mask` of (.5 − σ(tx))² + (.5 − σ(ty))² + tw² + th²: pull boxes to the anchors."""
+    xy, twh = pred.xy[mask], pred.twh[mask]
+    return 0.5 * config.prior_scale * ((0.5 - xy).pow(2).sum() + twh.pow(2).sum())
+
+
+def detection_class_loss(class_rows: Tensor, labels: Tensor, kept: Tensor, tree: TreeArrays, scale: float) -> Tensor:
+    """class_scale · Σ over the kept (truth, path step) groups of the group cross-entropy."""
+    return -scale * path_log_probs(class_rows, labels, tree)[kept].sum()
+
+
+class RegionLoss(nn.Module):
+    """darknet's region loss for a (B, A·(5+C), H, W) head output, flat softmax or WordTree classes."""
+
+    def __init__(
+        self,
+        anchors: Tensor,
+        num_classes: int,
+        tree: TreeArrays | None = None,
+        config: RegionLossConfig | None = None,
+    ):
+        super().__init__()
+        anchors = torch.as_tensor(anchors)
+        anchors = anchors if anchors.is_floating_point() else anchors.float()
+        if anchors.dim() != 2 or anchors.shape[1] != 2 or (anchors <= 0).any():
+            raise ValueError(f"anchors must be (A, 2) positive widths and heights in grid cells, got {anchors.tolist()}")
+        if tree is not None and tree.num_nodes != num_classes:
+            raise ValueError(f"the tree has {tree.num_nodes} nodes but num_classes is {num_classes}")
+        self.register_buffer("anchors", anchors)
+        self.register_buffer("seen", torch.zeros((), dtype=torch.long))
+        self.num_classes = num_classes
+        self.tree = tree if tree is not None else TreeArrays.from_parent([-1] * num_classes)
+        self.config = config or RegionLossConfig()
+
+    def forward(self, output: Tensor, targets: dict) -> RegionLossResult:
+        """Total loss, named terms and darknet's statistics for one batch."""
+        config, tree = self.config, self._tree_on(output.device)
+        if self.training:
+            self.seen += output.shape[0]  # darknet: seen += batch before the forward pass
+        pred = split_output(output, len(self.anchors), self.num_classes)
+        anchors = self.anchors.to(output.dtype)
+        with torch.no_grad():
+            pred_boxes = decode_boxes(pred.xy, pred.twh, anchors)
+        targets = {**targets, "boxes": targets["boxes"].to(output)}
+        is_classification = targets["is_classification"].to(output.device).bool()
+        truths = select_truths(targets, self.num_classes)
+        assignment = assign_truths(truths, pred_boxes, anchors, config.bias_match)
+        responsible = scatter_mask(assignment.slot, pred.objectness.shape, output.device)
+        detection = ~is_classification[:, None, None, None]
+        valid_truth = (targets["labels"] >= 0) & ~is_classification[:, None]
+        ignored = ignore_mask(pred_boxes, targets["boxes"], valid_truth, config.thresh)
+
+        image_label = self._classification_labels(targets, is_classification)
+        chosen_slot = self._classification_slots(pred, image_label, is_classification, tree)
+        chosen = scatter_mask(chosen_slot, pred.objectness.shape, output.device)
+
+        class_rows = self._class_rows(pred, assignment.slot)  # (T, C)
+        class_kept = kept_class_steps(assignment.slot, truths.label, tree)
+        chosen_rows = self._class_rows(pred, chosen_slot)  # (Bc, C)
+        chosen_labels = image_label[is_classification]
+        prior_on = bool(self.seen < config.prior_images)
+        terms = {
+            "coord": coord_loss(pred, assignment, truths, config),
+            "objectness": objectness_loss(pred, assignment, config)
+            + classification_objectness_loss(pred.objectness.reshape(-1)[chosen_slot], config),
+            "noobject": noobject_loss(pred, (detection & ~ignored & ~responsible) | (~detection & ~chosen), config),
+            "prior": prior_loss(pred, detection & ~responsible & prior_on, config),
+            "class": detection_class_loss(class_rows, truths.label, class_kept, tree, config.class_scale)
+            - config.class_scale * node_log_prob(chosen_rows, chosen_labels, tree).sum(),
+        }
+        total = sum(terms.values())
+        stats = self._stats(pred, assignment, truths, class_rows, chosen_rows, chosen_labels, detection, tree)
+        return RegionLossResult(total, terms, stats)
+
+    def _tree_on(self, device: torch.device) -> TreeArrays:
+        if self.tree.parent.device != device:
+            self.tree = self.tree.to(device)
+        return self.tree
+
+    def _classification_labels(self, targets: dict, is_classification: Tensor) -> Tensor:
+        """(B,) image labels, 0 where the image is not classification-only; bad labels are refused."""
+        label = targets.get("image_label")
+        if label is None:
+            label = torch.full_like(is_classification, -1, dtype=torch.long)
+        label = label.to(is_classification.device)
+        bad = is_classification & ((label < 0) | (label >= self.num_classes))
+        if bad.any():
+            b = int(bad.nonzero()[0])
+            raise TargetError(
+                f"targets['image_label'][{b}] = {int(label[b])} for a classification image: give a tree node "
+                f"in [0, {self.num_classes})"
+            )
+        return torch.where(is_classification, label, 0)
+
+    @staticmethod
+    def _classification_slots(pred: Predictions, image_label: Tensor, is_classification: Tensor, tree) -> Tensor:
+        """(Bc,) flat (B, A, H, W) slot of each classification image's best anchor (none searched if Bc = 0)."""
+        images = torch.nonzero(is_classification).reshape(-1)
+        if images.numel() == 0:
+            return images
+        index = classification_anchor(pred.objectness_logits, pred.class_logits, image_label, tree)
+        return images * pred.objectness[0].numel() + index[images]
+
+    @staticmethod
+    def _class_rows(pred: Predictions, slots: Tensor) -> Tensor:
+        """(N, C) class logits at flat (B, A, H, W) slots."""
+        batch, num_anchors, _, height, width = pred.class_logits.shape
+        image, rest = slots // (num_anchors * height * width), slots % (num_anchors * height * width)
+        anchor, location = rest // (height * width), rest % (height * width)
+        return pred.class_logits[image, anchor, :, location // width, location % width]
+
+    @torch.no_grad()
+    def _stats(self, pred, assignment, truths, class_rows, chosen_rows, chosen_labels, detection, tree) -> dict:
+        """darknet's "Region Avg IOU, Class, Obj, No Obj, Avg Recall, count" line (NaN where it divides 0 by 0)."""
+        count = len(assignment.slot)
+        class_count = count + len(chosen_labels)
+        class_prob = node_log_prob(class_rows, truths.label, tree).exp().sum()
+        class_prob = class_prob + node_log_prob(chosen_rows, chosen_labels, tree).exp().sum()
+        any_obj = pred.objectness[detection.expand_as(pred.objectness)].sum()
+        return {
+            "avg_iou": _ratio(assignment.iou.sum(), count),
+            "class": _ratio(class_prob, class_count),
+            "obj": _ratio(pred.objectness.reshape(-1)[assignment.slot].sum(), count),
+            "no_obj": _ratio(any_obj, pred.objectness.numel()),
+            "avg_recall": _ratio((assignment.iou > 0.5).sum(), count),
+            "count": float(count),
+        }
+
+
+def _ratio(total: Tensor, count: int) -> float:
+    return float(total) / count if count else float("nan")
