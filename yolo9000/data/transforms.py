@@ -1,0 +1,264 @@
+"""Box-aware augmentation: callables on (image, target, generator) composed in a list.
+
+`image` is a (3, H, W) uint8 tensor; `target["boxes"]` is (K, 4) float32 x0 y0 x1 y1 pixels with
+per-box `labels`, `crowd`, `difficult`. Every geometric step moves the boxes with the image
+(through `tv_tensors.BoundingBoxes` where torchvision's v2 functions fit). Randomness comes only
+from the `torch.Generator` passed in, seeded per sample by the loader.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torchvision.transforms.v2.functional as F
+from torchvision import tv_tensors
+
+PER_BOX = ("boxes", "labels", "crowd", "difficult")
+GREY = 128  # darknet's 0.5 canvas
+
+
+def uniform(generator: torch.Generator | None, low: float, high: float) -> float:
+    """One U(low, high) draw from the per-sample generator."""
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def rand_scale(generator: torch.Generator | None, s: float) -> float:
+    """darknet's rand_scale: U(1, s), inverted with probability 1/2 (darknet-notes, random_distort_image)."""
+    scale = uniform(generator, min(1.0, s), max(1.0, s))
+    return scale if float(torch.rand((), generator=generator)) < 0.5 else 1.0 / scale
+
+
+def keep_boxes(target: dict, keep: torch.Tensor) -> dict:
+    """Target with only the boxes where `keep` is true (compacted: no holes left behind)."""
+    return {**target, **{k: target[k][keep] for k in PER_BOX if k in target}}
+
+
+def as_tv_boxes(target: dict, height: int, width: int) -> tv_tensors.BoundingBoxes:
+    """The target's boxes as BoundingBoxes on an H x W canvas."""
+    return tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(height, width))
+
+
+class Compose:
+    """Apply transforms in order, all drawing from one per-sample generator."""
+
+    def __init__(self, transforms: list):
+        self.transforms = transforms
+
+    def __call__(self, image: torch.Tensor, target: dict, generator: torch.Generator | None = None):
+        for transform in self.transforms:
+            image, target = transform(image, target, generator)
+        return image, target
+
+
+class DropNonTrainingBoxes:
+    """Crowd and difficult boxes are not training boxes: drop them, count them in `dropped_ignored`."""
+
+    def __call__(self, image, target, generator=None):
+        keep = ~(target["crowd"] | target["difficult"])
+        target = keep_boxes(target, keep)
+        target["dropped_ignored"] = target.get("dropped_ignored", 0) + int((~keep).sum())
+        return image, target
+
+
+def crop_with_edge_clamp(image: torch.Tensor, left: int, top: int, width: int, height: int) -> torch.Tensor:
+    """Crop a rectangle that may reach outside the image; outside pixels take the nearest edge pixel."""
+    _, h, w = image.shape
+    if left >= 0 and top >= 0 and left + width <= w and top + height <= h:
+        return image[:, top : top + height, left : left + width]
+    rows = torch.arange(top, top + height).clamp_(0, h - 1)
+    cols = torch.arange(left, left + width).clamp_(0, w - 1)
+    return image.index_select(1, rows).index_select(2, cols)
+
+
+class JitterCrop:
+    """darknet v2-paper crop jitter: each edge moves by int(U(-d, d)), d = int(jitter * side), edges clamped.
+
+    darknet-notes, [v2-paper] load_data_detection steps 1-3 and 6 (box offset).
+    """
+
+    def __init__(self, jitter: float = 0.2):
+        self.jitter = jitter
+
+    def __call__(self, image, target, generator=None):
+        _, oh, ow = image.shape
+        dw, dh = int(ow * self.jitter), int(oh * self.jitter)
+        pleft, pright = int(uniform(generator, -dw, dw)), int(uniform(generator, -dw, dw))
+        ptop, pbot = int(uniform(generator, -dh, dh)), int(uniform(generator, -dh, dh))
+        width, height = max(ow - pleft - pright, 1), max(oh - ptop - pbot, 1)
+        image = crop_with_edge_clamp(image, pleft, ptop, width, height)
+        offset = torch.tensor([pleft, ptop, pleft, ptop], dtype=torch.float32)
+        return image, {**target, "boxes": target["boxes"] - offset}
+
+
+class Resize:
+    """Resize to size x size (bilinear, aspect not kept), boxes scaled with it."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image, target, generator=None):
+        _, h, w = image.shape
+        boxes = F.resize(as_tv_boxes(target, h, w), [self.size, self.size])
+        image = F.resize(image, [self.size, self.size], antialias=False)
+        return image, {**target, "boxes": boxes.as_subclass(torch.Tensor)}
+
+
+class RandomHorizontalFlip:
+    """Mirror left-right with probability p; boxes follow (left' = W - right)."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, image, target, generator=None):
+        if float(torch.rand((), generator=generator)) >= self.p:
+            return image, target
+        _, h, w = image.shape
+        boxes = F.horizontal_flip(as_tv_boxes(target, h, w))
+        return F.horizontal_flip(image), {**target, "boxes": boxes.as_subclass(torch.Tensor)}
+
+
+class ClipAndDropSmall:
+    """Clip boxes to the image; drop boxes with w or h < min_size of the image, compacted (darknet-notes step 7, minus its bug)."""
+
+    def __init__(self, min_size: float = 0.005):
+        self.min_size = min_size
+
+    def __call__(self, image, target, generator=None):
+        _, h, w = image.shape
+        bound = torch.tensor([w, h, w, h], dtype=torch.float32)
+        boxes = torch.minimum(target["boxes"].clamp(min=0), bound)
+        size = (boxes[:, 2:] - boxes[:, :2]) / bound[:2]
+        keep = (size >= self.min_size).all(dim=1)
+        target = keep_boxes({**target, "boxes": boxes}, keep)
+        target["dropped_small"] = target.get("dropped_small", 0) + int((~keep).sum())
+        return image, target
+
+
+class RandomDistortHSV:
+    """darknet's random_distort_image: hue += U(-hue, hue), S and V scaled by rand_scale.
+
+    With `on_device=True` only the factors are drawn here and stored in `target["hsv"]`;
+    `collate.to_network_input` applies them to the whole batch (cheap there, costly per
+    image on a loader CPU). Otherwise the image is distorted here.
+    """
+
+    def __init__(self, hue: float = 0.1, saturation: float = 1.5, exposure: float = 1.5, on_device: bool = True):
+        self.hue, self.saturation, self.exposure, self.on_device = hue, saturation, exposure, on_device
+
+    def __call__(self, image, target, generator=None):
+        dhue = uniform(generator, -self.hue, self.hue)
+        dsat = rand_scale(generator, self.saturation)
+        dexp = rand_scale(generator, self.exposure)
+        factors = torch.tensor([dhue, dsat, dexp], dtype=torch.float32)
+        if self.on_device:
+            return image, {**target, "hsv": factors}
+        distorted = distort_hsv(image[None].float() / 255, factors[None])[0]
+        return (distorted * 255).round_().to(torch.uint8), target
+
+
+def rgb_to_hsv(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) RGB in [0, 1] -> h in [0, 1), s, v each (B, H, W)."""
+    r, g, b = rgb.unbind(1)
+    v, _ = rgb.max(1)
+    delta = v - rgb.min(1).values
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    h = torch.where(v == r, (g - b) / safe, torch.where(v == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
+    h = torch.where(delta > 0, h / 6, torch.zeros_like(h)).remainder(1.0)
+    s = torch.where(v > 0, delta / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
+    return h, s, v
+
+
+def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """h in [0, 1), s, v (B, H, W) -> (B, 3, H, W) RGB; c = v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6."""
+    n = torch.tensor([5.0, 3.0, 1.0], device=h.device, dtype=h.dtype)[None, :, None, None]  # R, G, B
+    k = (n + 6 * h[:, None]).remainder(6)
+    ramp = torch.minimum(k, 4 - k).clamp_(0, 1)
+    return v[:, None] - (v * s)[:, None] * ramp
+
+
+def distort_hsv(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Batched darknet HSV distortion: images (B, 3, H, W) in [0, 1], factors (B, 3) = (dhue, dsat, dexp)."""
+    h, s, v = rgb_to_hsv(images)
+    dhue, dsat, dexp = (factors[:, i, None, None].to(images) for i in range(3))
+    rgb = hsv_to_rgb((h + dhue).remainder(1.0), s * dsat, v * dexp)
+    return rgb.clamp_(0, 1)
+
+
+class Letterbox:
+    """Evaluation resize: keep the aspect ratio, fit inside size x size, centre on grey; boxes follow."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image, target, generator=None):
+        _, h, w = image.shape
+        scale = min(self.size / w, self.size / h)
+        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+        left, top = (self.size - new_w) // 2, (self.size - new_h) // 2
+        padding = [left, top, self.size - new_w - left, self.size - new_h - top]
+        boxes = F.pad(F.resize(as_tv_boxes(target, h, w), [new_h, new_w]), padding)
+        image = F.pad(F.resize(image, [new_h, new_w], antialias=True), padding, fill=GREY)
+        return image, {**target, "boxes": boxes.as_subclass(torch.Tensor)}
+
+
+class RandomScaleCrop:
+    """Classification crop (darknet classifier): random area in [min_area, 1] and aspect in [aspect, 1/aspect], resized to size x size."""
+
+    def __init__(self, size: int, min_area: float = 0.25, aspect: float = 0.75):
+        self.size, self.min_area, self.aspect = size, min_area, aspect
+
+    def __call__(self, image, target, generator=None):
+        _, h, w = image.shape
+        area = uniform(generator, self.min_area, 1.0) * h * w
+        ratio = math.exp(uniform(generator, math.log(self.aspect), -math.log(self.aspect)))
+        crop_w = min(w, max(1, round(math.sqrt(area * ratio))))
+        crop_h = min(h, max(1, round(math.sqrt(area / ratio))))
+        left = int(uniform(generator, 0, w - crop_w + 1 - 1e-6))
+        top = int(uniform(generator, 0, h - crop_h + 1 - 1e-6))
+        boxes = F.resized_crop(as_tv_boxes(target, h, w), top, left, crop_h, crop_w, [self.size, self.size])
+        image = F.resized_crop(image, top, left, crop_h, crop_w, [self.size, self.size], antialias=False)
+        return image, {**target, "boxes": boxes.as_subclass(torch.Tensor)}
+
+
+class RandomRotation:
+    """Rotate by U(-degrees, degrees) about the centre, same size, grey fill; boxes become the rotated boxes' bounds."""
+
+    def __init__(self, degrees: float = 7.0):
+        self.degrees = degrees
+
+    def __call__(self, image, target, generator=None):
+        angle = uniform(generator, -self.degrees, self.degrees)
+        _, h, w = image.shape
+        boxes = F.rotate(as_tv_boxes(target, h, w), angle)
+        image = F.rotate(image, angle, fill=GREY)
+        return image, {**target, "boxes": boxes.as_subclass(torch.Tensor)}
+
+
+def detection_train(size: int, jitter: float = 0.2, hue: float = 0.1, saturation: float = 1.5,
+                    exposure: float = 1.5, hsv_on_device: bool = True) -> Compose:
+    """darknet v2-paper load_data_detection: jitter crop, resize, flip, HSV distortion; boxes clipped, tiny ones dropped."""
+    return Compose([
+        DropNonTrainingBoxes(),
+        JitterCrop(jitter),
+        Resize(size),
+        RandomHorizontalFlip(0.5),
+        RandomDistortHSV(hue, saturation, exposure, on_device=hsv_on_device),
+        ClipAndDropSmall(0.005),
+    ])
+
+
+def classification_train(size: int, hue: float = 0.1, saturation: float = 0.75, exposure: float = 0.75,
+                         hsv_on_device: bool = True) -> Compose:
+    """Darknet-19 classifier recipe: random crop/scale, rotation +-7 degrees, flip, hue/saturation/exposure."""
+    return Compose([
+        RandomScaleCrop(size),
+        RandomRotation(7.0),
+        RandomHorizontalFlip(0.5),
+        RandomDistortHSV(hue, saturation, exposure, on_device=hsv_on_device),
+    ])
+
+
+def evaluation(size: int) -> Compose:
+    """Letterbox to size x size on grey; crowd/difficult boxes dropped (counted), boxes clipped."""
+    return Compose([DropNonTrainingBoxes(), Letterbox(size), ClipAndDropSmall(0.0)])
