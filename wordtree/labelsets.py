@@ -45,6 +45,15 @@ def read_synsets(path: str | Path) -> list[str]:
     return list(dict.fromkeys(wnid for _, _, wnid in _entries(path)))
 
 
+def synset_lines(name_or_path: str | Path) -> tuple[Path, list[tuple[int, str]]]:
+    """(file, [(line number, wnid)]) of a shipped set or a file, for errors that name the line."""
+    key = str(name_or_path)
+    path = SYNSET_LISTS.get(key) or LABEL_MAPS.get(key) or Path(key)
+    if key not in SYNSET_LISTS and key not in LABEL_MAPS and not path.exists():
+        raise LabelSetError(f"{key!r} is neither a file nor a shipped set ({', '.join(known_sets())})")
+    return path, [(number, wnid) for number, _, wnid in _entries(path)]
+
+
 def known_sets() -> list[str]:
     """Names accepted by `synset_set`: the shipped synset lists and label maps."""
     return sorted([*SYNSET_LISTS, *LABEL_MAPS])
