@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
@@ -356,6 +357,12 @@ def run_tasks(tasks: list, config: WriterConfig, total_items: int, finished_item
     bar.close()
 
 
+def value_counts(values: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    """{value: count} of a string column."""
+    counts = pc.value_counts(values).to_pylist()
+    return {c["values"]: c["counts"] for c in counts}
+
+
 def summarise(table: pa.Table, parts: list[dict]) -> dict:
     """`summary.json`: samples, shards, counts per label, skipped and changed items with examples."""
     skip_reasons = {"corrupt_image", "unreadable_image"}
@@ -366,17 +373,16 @@ def summarise(table: pa.Table, parts: list[dict]) -> dict:
             entry["count"] += count
             if len(entry["examples"]) < MAX_EXAMPLES:
                 entry["examples"].append(example)
-    rows = table.select(["labels", "crowd", "difficult", "image_label"]).to_pylist()
-    box_labels = Counter(w for row in rows for w in row["labels"])
-    image_labels = Counter(row["image_label"] for row in rows if row["image_label"] is not None)
+    box_labels = value_counts(pc.list_flatten(table["labels"]))
+    image_labels = value_counts(table["image_label"].drop_null())
     return {
         "samples": table.num_rows,
         "shards": len(parts),
-        "detection_samples": sum(row["image_label"] is None for row in rows),
+        "detection_samples": table.num_rows - sum(image_labels.values()),
         "classification_samples": sum(image_labels.values()),
         "boxes": sum(box_labels.values()),
-        "crowd_boxes": sum(sum(row["crowd"]) for row in rows),
-        "difficult_boxes": sum(sum(row["difficult"]) for row in rows),
+        "crowd_boxes": int(pc.sum(pc.list_flatten(table["crowd"]).cast(pa.int64())).as_py() or 0),
+        "difficult_boxes": int(pc.sum(pc.list_flatten(table["difficult"]).cast(pa.int64())).as_py() or 0),
         "labels": {w: {"boxes": box_labels.get(w, 0), "images": image_labels.get(w, 0)}
                    for w in sorted(set(box_labels) | set(image_labels))},
         "skipped": skipped,
