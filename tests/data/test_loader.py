@@ -1,0 +1,132 @@
+import itertools
+import random
+
+import pytest
+import torch
+
+from shards import ALL_WNIDS, classification_shards, detection_record, detection_shards, write_shards
+from yolo9000.data.labelmap import LabelMap, UnknownLabelError
+from yolo9000.data.loader import Loader, LoaderConfig, batches_before
+
+LABELMAP = LabelMap.from_classes(ALL_WNIDS)
+
+
+def config(tmp_path, **overrides) -> LoaderConfig:
+    values = dict(
+        sources=[{"name": "coco", "urls": str(tmp_path / "coco"), "weight": 1, "kind": "detection"},
+                 {"name": "imagenet", "urls": str(tmp_path / "imagenet"), "weight": 3, "kind": "classification"}],
+        batch_size=4, image_size=64, num_workers=2, shuffle_buffer=8, seed=11, max_boxes=5,
+        persistent_workers=False,
+    )
+    values.update(overrides)
+    return LoaderConfig(**values)
+
+
+@pytest.fixture
+def two_sources(tmp_path):
+    detection_shards(tmp_path / "coco", count=16, per_shard=4)
+    classification_shards(tmp_path / "imagenet", count=16, per_shard=4)
+    return tmp_path
+
+
+def take(loader: Loader, steps: int) -> list[dict]:
+    return list(itertools.islice(iter(loader), steps))
+
+
+def assert_same_batches(a: list[dict], b: list[dict]):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x["keys"] == y["keys"]
+        for name in ("images", "boxes", "labels", "num_boxes", "image_label", "hsv"):
+            assert torch.equal(x[name], y[name]), name
+
+
+def test_batches_follow_the_contract_and_mix_both_sources(two_sources):
+    loader = Loader(config(two_sources), LABELMAP)
+    batches = take(loader, 6)
+    for batch in batches:
+        assert batch["images"].shape == (4, 3, 64, 64) and batch["images"].dtype == torch.uint8
+        assert batch["boxes"].shape == (4, 5, 4) and batch["labels"].shape == (4, 5)
+        classification = batch["is_classification"]
+        assert classification.tolist() == [s == "imagenet" for s in batch["sources"]]
+        assert (batch["image_label"][classification] >= 3).all() and (batch["image_label"][~classification] == -1).all()
+        assert (batch["num_boxes"][classification] == 0).all()
+    assert sum(loader.stats["source_counts"].values()) >= 24
+
+
+def test_same_seed_gives_the_same_batches_and_another_seed_does_not(two_sources):
+    first = take(Loader(config(two_sources), LABELMAP), 5)
+    again = take(Loader(config(two_sources), LABELMAP), 5)
+    other = take(Loader(config(two_sources, seed=12), LABELMAP), 5)
+    assert_same_batches(first, again)
+    assert [b["keys"] for b in first] != [b["keys"] for b in other]
+
+
+@pytest.mark.parametrize("num_workers, start_step", [(2, 3), (2, 4), (0, 3)])
+def test_resuming_at_a_step_yields_exactly_the_following_batches(two_sources, num_workers, start_step):
+    cfg = config(two_sources, num_workers=num_workers)
+    uninterrupted = take(Loader(cfg, LABELMAP), 8)
+    resumed = take(Loader(cfg, LABELMAP, start_step=start_step), 8 - start_step)
+    assert_same_batches(uninterrupted[start_step:], resumed)
+
+
+def test_batches_before_counts_each_workers_share_of_earlier_steps():
+    for start, workers in itertools.product(range(12), range(1, 4)):
+        for worker in range(workers):
+            slow = sum(1 for step in range(start) if step % workers == worker)
+            assert batches_before(start, worker, workers) == slow
+
+
+def test_one_epoch_over_two_ranks_sees_every_sample_once(tmp_path):
+    _, records = detection_shards(tmp_path / "coco", count=20, per_shard=2)
+    cfg = config(tmp_path, sources=[{"name": "coco", "urls": str(tmp_path / "coco")}], resampled=False,
+                 augment=False)
+    keys = [key for rank in range(2) for batch in Loader(cfg, LABELMAP, rank=rank, world_size=2)
+            for key in batch["keys"]]
+    assert sorted(keys) == sorted(r["__key__"] for r in records)
+
+
+def test_evaluation_batches_keep_boxes_on_their_rectangles(tmp_path):
+    _, records = detection_shards(tmp_path / "coco", count=8, per_shard=4)
+    by_key = {r["__key__"]: r for r in records}
+    cfg = config(tmp_path, sources=[{"name": "coco", "urls": str(tmp_path / "coco")}], resampled=False,
+                 augment=False, num_workers=0, image_size=96)
+    for batch in Loader(cfg, LABELMAP):
+        for i, key in enumerate(batch["keys"]):
+            count = int(batch["num_boxes"][i])
+            assert count == len(by_key[key]["meta"]["boxes"])
+            gray = batch["images"][i].float().mean(0)
+            for x0, y0, x1, y1 in (batch["boxes"][i, :count] * 96).round().int().tolist():
+                assert gray[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].min() > 180
+
+
+def test_a_corrupt_jpeg_and_a_bad_json_are_skipped_and_counted(tmp_path):
+    rng = random.Random(0)
+    records = [detection_record("coco", i, rng) for i in range(8)]
+    records[2]["jpg"] = b"\xff\xd8\xff\xe0 this is not a jpeg"
+    records[5]["json_bytes"] = b"{not json"
+    write_shards(tmp_path / "coco", "coco", records, per_shard=4)
+    cfg = config(tmp_path, sources=[{"name": "coco", "urls": str(tmp_path / "coco")}], resampled=False,
+                 num_workers=0, batch_size=3)
+    loader = Loader(cfg, LABELMAP)
+    with pytest.warns(UserWarning, match="coco-000002.*bad JPEG"):
+        keys = [key for batch in loader for key in batch["keys"]]
+    assert sorted(keys) == sorted(r["__key__"] for i, r in enumerate(records) if i not in (2, 5))
+    assert loader.stats["corrupt_samples"] == 2
+
+
+def test_an_unknown_wnid_in_a_shard_stops_the_loader_naming_it(tmp_path):
+    rng = random.Random(0)
+    records = [detection_record("coco", i, rng) for i in range(4)]
+    records[1]["meta"]["labels"][0] = "n09999999"
+    write_shards(tmp_path / "coco", "coco", records, per_shard=4)
+    cfg = config(tmp_path, sources=[{"name": "coco", "urls": str(tmp_path / "coco")}], num_workers=0)
+    with pytest.raises(UnknownLabelError, match="n09999999"):
+        take(Loader(cfg, LABELMAP), 2)
+
+
+def test_bad_config_is_refused_with_the_field():
+    with pytest.raises(ValueError, match="sources is empty"):
+        LoaderConfig(sources=[])
+    with pytest.raises(ValueError, match="kind 'segmentation'"):
+        LoaderConfig(sources=[{"name": "x", "urls": "x", "kind": "segmentation"}])

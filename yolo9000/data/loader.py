@@ -1,0 +1,193 @@
+"""Source streams -> mix -> decode -> transforms -> collate, in a DataLoader over an IterableDataset.
+
+Determinism: with N loader workers, DataLoader hands out batches round-robin, so global step
+s comes from worker s % N. Each worker builds batches of B consecutive samples of its own
+mixed stream, seeded by (seed, rank, worker). Resuming at `start_step` k shifts worker ids by k
+(DataLoader starts again at worker 0) and skips, before decoding, the samples of the batches
+before k; batches k, k+1, ... are then exactly those of an uninterrupted run (as long as no
+corrupt sample was skipped before k on that worker).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from yolo9000.data import transforms as T
+from yolo9000.data.collate import collate
+from yolo9000.data.decode import CorruptSampleError, decode_sample
+from yolo9000.data.labelmap import LabelMap
+from yolo9000.data.mix import Mix
+from yolo9000.data.stream import Slot, SourceStream
+
+KINDS = ("detection", "classification")
+
+
+@dataclass
+class SourceConfig:
+    """One dataset: shards (list, brace pattern, dir, http://, pipe:), its mixing weight and its kind."""
+
+    name: str
+    urls: str | list[str]
+    weight: float = 1.0
+    kind: str = "detection"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"source {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
+
+
+@dataclass
+class LoaderConfig:
+    """Everything the data pipeline needs; defaults from the YOLOv2 paper and darknet."""
+
+    sources: list[SourceConfig] = field(default_factory=list)
+    batch_size: int = 8
+    image_size: int = 416
+    num_workers: int = 2
+    shuffle_buffer: int = 1000
+    seed: int = 0
+    max_boxes: int = 30
+    augment: bool = True
+    resampled: bool = True
+    hsv_on_device: bool = True
+    jitter: float = 0.2
+    pin_memory: bool = False
+    persistent_workers: bool = True
+
+    def __post_init__(self) -> None:
+        self.sources = [s if isinstance(s, SourceConfig) else SourceConfig(**s) for s in self.sources]
+        if not self.sources:
+            raise ValueError("LoaderConfig.sources is empty; give at least one {name, urls, weight, kind}")
+        if self.batch_size < 1 or self.image_size < 1 or self.max_boxes < 1 or self.num_workers < 0:
+            raise ValueError(
+                f"LoaderConfig: batch_size={self.batch_size}, image_size={self.image_size}, "
+                f"max_boxes={self.max_boxes} must be >= 1 and num_workers={self.num_workers} >= 0"
+            )
+
+
+def transforms_for(kind: str, cfg: LoaderConfig) -> T.Compose:
+    """The augmentation for a source kind, or the evaluation letterbox when augment is off."""
+    if not cfg.augment:
+        return T.evaluation(cfg.image_size)
+    if kind == "classification":
+        return T.classification_train(cfg.image_size, hsv_on_device=cfg.hsv_on_device)
+    return T.detection_train(cfg.image_size, jitter=cfg.jitter, hsv_on_device=cfg.hsv_on_device)
+
+
+def sample_generator(seed: int, slot_index: int, ordinal: int, key: str) -> torch.Generator:
+    """Per-sample generator seeded from (seed, reader, position in its stream, key): repeatable, independent of workers' state."""
+    digest = hashlib.blake2b(f"{seed}/{slot_index}/{ordinal}/{key}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+
+def batches_before(start_step: int, worker: int, num_workers: int) -> int:
+    """How many of this (logical) worker's batches come before global step `start_step`."""
+    return max(0, -(-(start_step - worker) // num_workers))
+
+
+class PipelineDataset(IterableDataset):
+    """Yields collated batches for one rank; each batch carries this worker's cumulative `stats`."""
+
+    def __init__(self, cfg: LoaderConfig, labelmap: LabelMap, rank: int = 0, world_size: int = 1,
+                 start_step: int = 0, epoch: int = 0):
+        self.cfg, self.labelmap = cfg, labelmap
+        self.rank, self.world_size, self.start_step, self.epoch = rank, world_size, start_step, epoch
+        self.streams = {
+            s.name: SourceStream(s.urls, name=s.name, resampled=cfg.resampled, shardshuffle=True,
+                                 shuffle=cfg.shuffle_buffer, seed=cfg.seed)
+            for s in cfg.sources
+        }
+        self.transforms = {s.name: transforms_for(s.kind, cfg) for s in cfg.sources}
+
+    def slot(self) -> Slot:
+        """This process's reader slot; worker ids shifted by start_step so resumed batches line up."""
+        info = get_worker_info()
+        workers = info.num_workers if info is not None else 1
+        worker = info.id if info is not None else 0
+        return Slot(self.rank, self.world_size, (worker + self.start_step) % workers, workers)
+
+    def raw_samples(self, slot: Slot) -> tuple[Mix, Iterator[tuple[int, str, dict]]]:
+        """The mixed raw-sample stream of this slot, numbered, with its Mix (for realised ratios)."""
+        streams = {name: stream.iterate(slot, self.epoch) for name, stream in self.streams.items()}
+        weights = {s.name: s.weight for s in self.cfg.sources}
+        mix = Mix(streams, weights, random.Random(f"mix/{self.cfg.seed}/{self.epoch}/{slot.index}"))
+        return mix, ((i, name, sample) for i, (name, sample) in enumerate(mix))
+
+    def __iter__(self) -> Iterator[dict]:
+        slot = self.slot()
+        mix, numbered = self.raw_samples(slot)
+        skip = batches_before(self.start_step, slot.worker, slot.num_workers) * self.cfg.batch_size
+        for _ in zip(range(skip), numbered):  # fast-forward before decoding
+            pass
+        corrupt, dropped = 0, {"over_max_boxes": 0, "crowd_or_difficult": 0, "small": 0}
+        pending: list = []
+        for ordinal, name, sample in numbered:
+            try:
+                image, target = decode_sample(sample, self.labelmap)
+            except CorruptSampleError as exn:
+                corrupt += 1
+                warnings.warn(f"skipped corrupt sample: {exn}")
+                continue
+            generator = sample_generator(self.cfg.seed, slot.index, ordinal, target["key"])
+            pending.append(self.transforms[name](image, target, generator))
+            if len(pending) == self.cfg.batch_size:
+                batch = collate(pending, self.cfg.max_boxes)
+                pending = []
+                for reason, count in batch.pop("dropped").items():
+                    dropped[reason] += count
+                batch["stats"] = self.stats(slot, mix, corrupt, dropped)
+                yield batch
+        if pending:  # only a non-resampled (one-epoch) stream ends: its last, short batch
+            batch = collate(pending, self.cfg.max_boxes)
+            for reason, count in batch.pop("dropped").items():
+                dropped[reason] += count
+            batch["stats"] = self.stats(slot, mix, corrupt, dropped)
+            yield batch
+
+    def stats(self, slot: Slot, mix: Mix, corrupt: int, dropped: dict) -> dict:
+        """Cumulative counters of this worker, for the trainer to report."""
+        return {
+            "worker": slot.worker,
+            "corrupt_samples": corrupt,
+            "unreadable_shards": sum(s.counters.unreadable_shards for s in self.streams.values()),
+            "source_counts": dict(mix.counts),
+            "dropped_boxes": dict(dropped),
+        }
+
+
+class Loader:
+    """Iterates batches of one rank and keeps the summed counters of all its workers in `stats`."""
+
+    def __init__(self, cfg: LoaderConfig, labelmap: LabelMap, rank: int = 0, world_size: int = 1,
+                 start_step: int = 0, epoch: int = 0):
+        self.dataset = PipelineDataset(cfg, labelmap, rank, world_size, start_step, epoch)
+        self.dataloader = DataLoader(
+            self.dataset, batch_size=None, num_workers=cfg.num_workers, pin_memory=cfg.pin_memory,
+            persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
+        )
+        self.per_worker: dict[int, dict] = {}
+
+    @property
+    def stats(self) -> dict:
+        """Summed counters: corrupt samples, unreadable shards, samples per source, dropped boxes by reason."""
+        total: dict = {"corrupt_samples": 0, "unreadable_shards": 0, "source_counts": {}, "dropped_boxes": {}}
+        for worker in self.per_worker.values():
+            total["corrupt_samples"] += worker["corrupt_samples"]
+            total["unreadable_shards"] += worker["unreadable_shards"]
+            for group in ("source_counts", "dropped_boxes"):
+                for name, count in worker[group].items():
+                    total[group][name] = total[group].get(name, 0) + count
+        return total
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.dataloader:
+            stats = batch.pop("stats")
+            self.per_worker[stats["worker"]] = stats
+            yield batch
