@@ -67,17 +67,23 @@ def check_box_sizes(wh: np.ndarray) -> np.ndarray:
 def kmeans_anchors(
     wh: np.ndarray, k: int, seed: int = 0, iterations: int = 300, restarts: int = 1, init: np.ndarray | None = None
 ) -> AnchorResult:
-    """Cluster box shapes into k anchors with d = 1 − IoU; the best of `restarts` seeded runs by mean IoU."""
+    """Cluster box shapes into k anchors with d = 1 − IoU; the best of `restarts` seeded runs by mean IoU.
+
+    Each run starts from k-means++ (or from `init`, (k, 2), for the first run) and stops when no box
+    changes cluster or after `iterations` steps; it keeps the centroids with the best mean IoU it saw.
+    """
     wh = check_box_sizes(wh)
     if not 1 <= k <= len(wh):
         raise AnchorError(f"k must be between 1 and the number of boxes ({len(wh)}), got {k}")
     if restarts < 1:
         raise AnchorError(f"restarts must be at least 1, got {restarts}")
+    if init is not None and np.shape(init) != (k, 2):
+        raise AnchorError(f"init must hold k = {k} (w, h) pairs, got shape {np.shape(init)}")
     rng = np.random.default_rng(seed)
     best = None
     for run in range(restarts):
         start = init if (init is not None and run == 0) else kmeans_plus_plus_init(wh, k, rng)
-        result = _lloyd(wh, np.asarray(start, dtype=np.float64), iterations, rng)
+        result = _lloyd(wh, np.asarray(start, dtype=np.float64), iterations)
         if best is None or result.mean_iou > best.mean_iou:
             best = result
     return best
@@ -95,7 +101,7 @@ def kmeans_plus_plus_init(wh: np.ndarray, k: int, rng: np.random.Generator) -> n
     return np.array(centres)
 
 
-def _lloyd(wh: np.ndarray, centroids: np.ndarray, iterations: int, rng: np.random.Generator) -> AnchorResult:
+def _lloyd(wh: np.ndarray, centroids: np.ndarray, iterations: int) -> AnchorResult:
     """Assign to the nearest centroid, move centroids to the mean; keep the best state seen by mean IoU."""
     k = len(centroids)
     best_anchors, best_iou, best_assignment, done = centroids, -1.0, None, 0
@@ -111,7 +117,7 @@ def _lloyd(wh: np.ndarray, centroids: np.ndarray, iterations: int, rng: np.rando
             break
         previous = assignment
         centroids = _mean_of_assigned(wh, assignment, k)
-        centroids = _reseed_empty(wh, centroids, iou.max(axis=1), rng)
+        centroids = _reseed_empty(wh, centroids, iou.max(axis=1))
     order = np.argsort(best_anchors[:, 0] * best_anchors[:, 1], kind="stable")
     rank = np.empty(k, dtype=np.int64)
     rank[order] = np.arange(k)
@@ -126,7 +132,7 @@ def _mean_of_assigned(wh: np.ndarray, assignment: np.ndarray, k: int) -> np.ndar
         return sums / counts[:, None]
 
 
-def _reseed_empty(wh: np.ndarray, centroids: np.ndarray, best_iou: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _reseed_empty(wh: np.ndarray, centroids: np.ndarray, best_iou: np.ndarray) -> np.ndarray:
     """Move each empty cluster onto one of the boxes worst covered by the current centroids."""
     empty = np.nonzero(np.isnan(centroids[:, 0]))[0]
     if len(empty) == 0:
