@@ -116,12 +116,14 @@ def test_gradient_equals_darknet_deltas_on_the_9k_tree(version):
 @pytest.mark.parametrize("version", ["paper", "final"])
 def test_gradient_equals_darknet_deltas_for_classification_only_images(version):
     output, targets = make_batch(5, len(SMALL_TREE), labels=range(len(SMALL_TREE)), is_classification=(True, True))
-    with torch.no_grad():  # push some objectness above .3 so that both branches of the paper's rule run
-        output[:, 4::5 + len(SMALL_TREE)] += 1.0
+    with torch.no_grad():  # image 0: every σ(obj) < .3, image 1: mostly > .3; both branches of the .3 rule
+        output[0, 4::5 + len(SMALL_TREE)] -= 3.0
+        output[1, 4::5 + len(SMALL_TREE)] += 1.0
     gradient, result, expected, expected_stats = run_both(output, targets, len(SMALL_TREE), SMALL_TREE, 0, darknet_version=version)
     np.testing.assert_allclose(gradient, expected, atol=1e-12)
     assert_stats_equal(result.stats, expected_stats)
     assert result.terms["coord"] == 0 and result.terms["prior"] == 0
+    assert (result.terms["objectness"] > 0) == (version == "paper")
 
 
 def test_gradient_equals_darknet_deltas_without_bias_match_or_rescore():
