@@ -98,3 +98,25 @@ def test_console_entry_help_and_anchors_run_as_a_subprocess(tmp_path):
                               str(tmp_path / "missing.parquet"), "-k", "3"],
                              capture_output=True, text=True, cwd=REPO, timeout=60)
     assert missing.returncode == 2 and "manifest not found" in missing.stderr
+
+
+def test_anchors_command_reads_the_manifest_of_real_shards(tmp_path, capsys):
+    from PIL import Image
+
+    from yolo9000.data.shardwriter import SourceItem, WriterConfig, write_shards
+
+    items = []
+    for i, (w, h) in enumerate([(320, 240), (200, 400), (256, 256)]):
+        path = tmp_path / f"img{i}.jpg"
+        Image.new("RGB", (w, h), (40 * i, 90, 160)).save(path, quality=90)
+        boxes = np.array([[0, 0, w / 2, h / 4], [10, 10, 10 + w / 4, 10 + h / 2]], np.float32)
+        items.append(SourceItem(f"img{i}", "coco", path.name, str(path), boxes=boxes,
+                                labels=["n02084071", "n02121808"], crowd=[False, False], difficult=[False, False],
+                                size_estimate=path.stat().st_size))
+    write_shards(items, WriterConfig(out_dir=tmp_path / "shards", workers=1, show_progress=False))
+    code = main(["anchors", "--manifest", str(tmp_path / "shards" / "manifest.parquet"), "-k", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    anchors = sorted(parse_anchors_line(out).tolist())  # both shapes have the same area: order by width
+    np.testing.assert_allclose(anchors, [[0.25 * 13, 0.5 * 13], [0.5 * 13, 0.25 * 13]], atol=2e-3)
+    assert "mean IoU 1.0000 over 6 boxes" in out
