@@ -1,9 +1,11 @@
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from wordtree.darknet_files import load_tree
 from yolo9000.hierarchy import TreeArrays
 from yolo9000.postprocess import (
     Detections,
@@ -223,3 +225,26 @@ def test_tree_detections_skipping_low_objectness_boxes_equal_scoring_every_box()
         torch.testing.assert_close(have.boxes, want.boxes)
         torch.testing.assert_close(have.scores, want.scores)
         assert have.labels.tolist() == want.labels.tolist()
+
+
+DARKNET = Path(__file__).resolve().parents[1] / "wordtree" / "data" / "darknet"
+COCO_CATEGORY_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]  # 80, darknet order
+
+
+def test_9k_tree_box_confident_along_the_dog_path_reports_dog_top_down_and_as_coco_dog():
+    tree9k = load_tree(DARKNET / "9k.tree", DARKNET / "9k.names")
+    tree = TreeArrays.from_parent(tree9k.parent)
+    coco_nodes = torch.tensor([int(line) for line in (DARKNET / "coco9k.map").read_text().split()])
+    coco_names = (DARKNET / "coco.names").read_text().split("\n")
+    dog = int(coco_nodes[coco_names.index("dog")])
+    output = torch.zeros(1, 5 + len(tree9k), 1, 1)
+    output[0, 4] = 3.0
+    output[0, 5 + torch.tensor(tree9k.path_to_root(dog))] = 12.0  # every group on the path picks it
+    config = PostprocessConfig(score_threshold=0.5)
+    (det,) = postprocess(output, torch.ones(1, 2), torch.tensor([[640, 480]]), 32, config, tree=tree)
+    assert [tree9k.names[n] for n in det.labels.tolist()] == ["dog"]
+    (coco,) = postprocess(output, torch.ones(1, 2), torch.tensor([[640, 480]]), 32, config, tree=tree,
+                          label_nodes=coco_nodes)
+    rows = to_coco_results([coco], image_ids=[42], category_ids=COCO_CATEGORY_IDS)
+    assert [r["category_id"] for r in rows] == [18]  # COCO's id for dog
+    assert rows[0]["score"] == pytest.approx(det.scores.item(), rel=1e-5)
