@@ -8,6 +8,7 @@ the reader, the writer and the architectures share one list and cannot drift apa
 Values are little-endian, as darknet writes them on x86 and ARM.
 """
 
+import itertools
 import os
 import struct
 from pathlib import Path
@@ -92,7 +93,7 @@ def whole_convs_in(
     convs: list[tuple[nn.Conv2d, nn.BatchNorm2d | None]], sizes: list[int], available: int, where: str
 ) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
     """The leading convs that exactly `available` floats fill (darknet's `partial` files)."""
-    ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+    ends = list(itertools.accumulate(sizes))
     if available in ends:
         return convs[: ends.index(available) + 1]
     if available > ends[-1]:
@@ -143,8 +144,9 @@ def load_darknet_weights(
     """Load a darknet .weights file into `model` in place; returns the header's `seen` (images trained).
 
     num_convs=N loads the model's first N convs from the file's start and ignores what follows
-    (darknet's load_weights_upto); prefix_only=True loads as many whole convs as the file holds,
-    e.g. `darknet19_448.conv.23` (the 18 trunk convs, darknet's `partial`) into a YOLOv2.
+    (darknet's load_weights_upto, but counting convs, not cfg layers: Darknet-19's layers 0-22
+    are 18 convs); prefix_only=True loads as many whole convs as the file holds, e.g.
+    `darknet19_448.conv.23` (the 18 trunk convs, darknet's `partial`) into a YOLOv2.
     """
     path = Path(path)
     data = bytearray(path.stat().st_size)  # one writable buffer, viewed (not copied) as floats below
