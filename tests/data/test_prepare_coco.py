@@ -209,3 +209,9 @@ def test_max_side_downsizes_large_images_and_scales_their_boxes(tmp_path, coco):
         else:
             assert record.jpeg == truth.data
     assert resized > 0 and summary["changed"]["resized"]["count"] == resized
+
+
+def test_label_map_giving_a_non_wnid_stops_the_run_naming_it(tmp_path, coco):
+    ann, images, _ = coco
+    with pytest.raises(PrepareError, match=r"\['dog'\].*not WordNet ids"):
+        read_coco(ann, images, {**COCO_MAP, "cat": "dog"})

@@ -80,3 +80,8 @@ def test_unknown_class_names_stop_the_run_listing_every_offender(tmp_path, voc):
     root = copy_with_annotation(tmp_path, voc, xml)
     with pytest.raises(PrepareError, match=r"\['griffin', 'yeti'\]"):
         read_voc(root, VOC_MAP)
+
+
+def test_label_map_giving_a_non_wnid_stops_the_run_naming_it(voc):
+    with pytest.raises(PrepareError, match=r"\['n123'\].*not WordNet ids"):
+        read_voc(voc[0], {**VOC_MAP, "dog": "n123", "cat": "n123"})

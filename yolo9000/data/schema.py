@@ -75,6 +75,11 @@ class SampleRecord:
         return {"key": self.key, "shard": shard, **self.metadata()}
 
 
+def invalid_wnids(values) -> list[str]:
+    """The values that are not WordNet noun ids (`n` and eight digits), sorted, without duplicates."""
+    return sorted({str(v) for v in values if not WNID_PATTERN.fullmatch(str(v))})
+
+
 def validate_record(record: SampleRecord) -> None:
     """Raise SchemaError unless the record follows the shard contract."""
     where = f"record {record.key!r} ({record.file})"
@@ -86,7 +91,7 @@ def validate_record(record: SampleRecord) -> None:
     for name in ("labels", "crowd", "difficult"):
         if len(getattr(record, name)) != k:
             raise SchemaError(f"{where}: {k} boxes but {len(getattr(record, name))} {name}; one per box")
-    bad_wnids = [w for w in record.labels if not WNID_PATTERN.fullmatch(str(w))]
+    bad_wnids = invalid_wnids(record.labels)
     if bad_wnids:
         raise SchemaError(f"{where}: labels must be WordNet ids like n02084071, got {bad_wnids[:5]}")
     if k:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from yolo9000.data.schema import invalid_wnids
 from yolo9000.data.shardwriter import PrepareError, SourceItem, file_size
 
 
@@ -37,6 +38,10 @@ def category_wnids(path: Path, categories: list, name_to_wnid: dict[str, str]) -
     if unknown:
         raise PrepareError(f"{path}: categories {unknown} are not in the label map; add them as "
                            "'name<TAB>wnid' lines to a map file and pass it with --label-map")
+    bad = invalid_wnids(name_to_wnid[name] for name in names.values())
+    if bad:
+        raise PrepareError(f"the label map gives {bad} for categories of {path}, which are not WordNet ids "
+                           "(n + 8 digits); fix those lines of the map")
     return {cid: name_to_wnid[name] for cid, name in names.items()}
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from yolo9000.data.schema import invalid_wnids
 from yolo9000.data.shardwriter import PrepareError, SourceItem, file_size
 
 BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
@@ -65,6 +66,10 @@ def read_voc(root: str | Path, name_to_wnid: dict[str, str], split: str = "train
     if unknown:
         raise PrepareError(f"{root / 'Annotations'}: class names {unknown} are not in the label map; add them "
                            "as 'name<TAB>wnid' lines to a map file and pass it with --label-map")
+    bad = invalid_wnids(name_to_wnid[name] for _, objects in parsed.values() for name, _, _ in objects)
+    if bad:
+        raise PrepareError(f"the label map gives {bad} for classes of {root / 'Annotations'}, which are not "
+                           "WordNet ids (n + 8 digits); fix those lines of the map")
     items = []
     for image_id, (filename, objects) in parsed.items():
         file = f"JPEGImages/{(filename or image_id + '.jpg').strip()}"
