@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from wordtree.tree import WordTree
-from wordtree.wordnet import open_wordnet, synset_of, wnid_of
+from wordtree.wordnet import NounGraph, noun_graph, open_wordnet, synset_of, wnid_of
 
 Path_ = tuple[str, ...]  # wnids top-down, the root excluded, the synset itself last
 
@@ -51,7 +51,7 @@ def build_tree(
     wordnet = wordnet or open_wordnet()
     given = list(dict.fromkeys(wnids))
     root_wnid = _root_wnid(root, wordnet)
-    paths = _PathFinder(root_wnid, wordnet)
+    paths = _PathFinder(root_wnid, noun_graph(wordnet))
     inside = [w for w in given if paths.of(w)]
     outside = [w for w in given if not paths.of(w)]
     if not inside:
@@ -146,29 +146,24 @@ def _root_wnid(root: str, wordnet) -> str:
 class _PathFinder:
     """Every hypernym path from a synset up to the root, computed once per synset."""
 
-    def __init__(self, root: str, wordnet):
+    def __init__(self, root: str, graph: NounGraph):
         self.root = root
-        self.wordnet = wordnet
+        self.graph = graph
         self._paths: dict[str, tuple[Path_, ...]] = {}
-        self._synsets: dict[str, object] = {}
-
-    def synset(self, wnid: str):
-        if wnid not in self._synsets:
-            self._synsets[wnid] = synset_of(wnid, self.wordnet)
-        return self._synsets[wnid]
 
     def name(self, wnid: str) -> str:
         """The first lemma, `_` → space, as darknet's 9k.names."""
-        return self.synset(wnid).lemmas()[0].name().replace("_", " ")
+        return self.graph.names[wnid]
 
     def of(self, wnid: str) -> tuple[Path_, ...]:
         """All paths from below the root down to this synset; () when it does not descend from it."""
         if wnid in self._paths:
             return self._paths[wnid]
+        self.graph.check(wnid)
         pending = [wnid]  # iterative post-order, so deep hierarchies never hit the recursion limit
         while pending:
             node = pending[-1]
-            parents = self._parents(node)
+            parents = self.graph.parents[node]
             todo = [p for p in parents if p not in self._paths and p != self.root]
             if todo:
                 pending.extend(todo)
@@ -180,10 +175,3 @@ class _PathFinder:
                 paths.extend(path + (node,) for path in above)
             self._paths[node] = tuple(dict.fromkeys(paths))
         return self._paths[wnid]
-
-    def _parents(self, wnid: str) -> list[str]:
-        synset = self.synset(wnid)
-        found = [wnid_of(s) for s in synset.hypernyms() + synset.instance_hypernyms()]
-        for w, s in zip(found, synset.hypernyms() + synset.instance_hypernyms()):
-            self._synsets.setdefault(w, s)
-        return found

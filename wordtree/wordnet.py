@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
@@ -42,6 +43,8 @@ INSTALL_HINT = (
 )
 
 _readers: dict[Path, WordNetCorpusReader] = {}
+_graphs: dict[Path, "NounGraph"] = {}
+_graph_readers: dict[int, WordNetCorpusReader] = {}
 
 
 class WordNetNotFound(RuntimeError):
@@ -129,6 +132,58 @@ def synset_of(wnid: str, wordnet: WordNetCorpusReader | None = None):
     if synset is None:
         raise UnknownSynset(f"{wnid!r} is no noun synset of WordNet 3.0 (nothing starts at that offset)")
     return synset
+
+
+@dataclass(frozen=True)
+class NounGraph:
+    """Every noun synset's hypernyms (instance hypernyms included) and first lemma, by wnid."""
+
+    parents: dict[str, tuple[str, ...]]
+    names: dict[str, str]
+
+    def check(self, wnid: str) -> None:
+        """Raise UnknownSynset naming the wnid when it is no noun synset."""
+        if wnid not in self.parents:
+            synset_of(wnid, _reader_of(self))  # the same message as a lookup through nltk
+
+
+def noun_graph(wordnet: WordNetCorpusReader | None = None) -> NounGraph:
+    """The noun hypernym graph, read once per process straight from `data.noun` (~0.5 s).
+
+    nltk builds a Synset object per synset it is asked for (~0.2 ms each, ~5 s for ImageNet-21k's
+    ancestors); a tree only needs the pointers, which one pass over the file gives.
+    Pointer symbols `@` (hypernym) and `@i` (instance hypernym), as in WordNet's wndb(5) format.
+    """
+    wordnet = wordnet or open_wordnet()
+    root = Path(wordnet.root.path)
+    graph = _graphs.get(root)
+    if graph is None:
+        graph = _read_noun_graph(root / "data.noun")
+        _graphs[root] = graph
+        _graph_readers[id(graph)] = wordnet
+    return graph
+
+
+def _read_noun_graph(path: Path) -> NounGraph:
+    parents, names = {}, {}
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            if line.startswith(" "):  # the license header
+                continue
+            # offset lex_filenum ss_type w_cnt (word lex_id)*w_cnt p_cnt (symbol offset pos source/target)*p_cnt ...
+            fields = line.split(" ", 4 + 2 * int(line[14:16], 16))
+            wnid = "n" + fields[0]
+            names[wnid] = fields[4].replace("_", " ")
+            count = int(fields[-1][:3])
+            pointers = fields[-1].split(" ", 1 + 4 * count)[1 : 1 + 4 * count]
+            parents[wnid] = tuple(
+                "n" + pointers[i + 1] for i in range(0, len(pointers), 4) if pointers[i] in ("@", "@i")
+            )
+    return NounGraph(parents, names)
+
+
+def _reader_of(graph: NounGraph) -> WordNetCorpusReader:
+    return _graph_readers[id(graph)]
 
 
 def wnid_of(synset) -> str:

@@ -8,6 +8,7 @@ from wordtree.wordnet import (
     UnknownSynset,
     WordNetNotFound,
     find_wordnet_dir,
+    noun_graph,
     open_wordnet,
     synset_of,
     wnid_of,
@@ -115,3 +116,19 @@ def test_fast_open_reads_the_same_lemmas_as_nltks_own_reader(real_wordnet):
     assert real_wordnet._lemma_pos_offset_map == plain._lemma_pos_offset_map
     for word in ("dog", "square", "bank", "run", "good", "quickly", "atmospheric_phenomenon"):
         assert real_wordnet.synsets(word) == plain.synsets(word)
+
+
+def test_noun_graph_read_from_data_noun_agrees_with_nltks_synsets(real_wordnet):
+    graph = noun_graph(real_wordnet)
+    sample = {real_wordnet.synset(n) for n in ("eiffel_tower.n.01", "square.n.01", "english_springer.n.01")}
+    for synset in list(sample):
+        sample.update(s for path in synset.hypernym_paths() for s in path)
+    sample.update(real_wordnet.synset("dog.n.01").closure(lambda s: s.hyponyms()))
+    assert len(sample) > 150
+    for synset in sample:
+        expected = {wnid_of(s) for s in synset.hypernyms() + synset.instance_hypernyms()}
+        assert set(graph.parents[wnid_of(synset)]) == expected, synset
+        assert graph.names[wnid_of(synset)] == synset.lemmas()[0].name().replace("_", " ")
+    assert len(graph.parents) == 82115  # WordNet 3.0's noun synsets
+    with pytest.raises(UnknownSynset, match="n00000001"):
+        graph.check("n00000001")
