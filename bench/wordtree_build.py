@@ -42,7 +42,6 @@ def wordnet_ancestors(wnid: str, wordnet) -> set[str]:
 
 def classify_differences(darknet, built, full_parent, wordnet) -> Counter:
     """Why a node's darknet parent differs from ours, one reason per node."""
-    order = {w: i for i, w in enumerate(darknet.wnids)}
     theirs, ours = parents_by_wnid(darknet), parents_by_wnid(built)
     reasons = Counter()
     for wnid in darknet.wnids:
@@ -58,14 +57,31 @@ def classify_differences(darknet, built, full_parent, wordnet) -> Counter:
         while node is not None:
             chain.append(node)
             node = full_parent[node]
-        earlier = [a for a in chain if a in order and order[a] < order[wnid]]
-        if theirs[wnid] in chain and earlier and earlier[0] == theirs[wnid]:
-            reasons["same path; darknet skips labels that come later in its file"] += 1
-        elif theirs[wnid] in chain or theirs[wnid] is None:
-            reasons["same path; other"] += 1
+        if theirs[wnid] is None or theirs[wnid] in chain:
+            sibling = ours[wnid] is not None and theirs.get(ours[wnid]) == theirs[wnid]
+            reasons["same path, darknet's parent is higher: the label between is darknet's sibling, not parent"
+                    if sibling else "same path, darknet's parent is higher: other"] += 1  # fmt: skip
         else:
-            reasons["darknet chose another hypernym path"] += 1
+            reasons["darknet chose another hypernym path (multi-path synset)"] += 1
     return reasons
+
+
+def nearest_earlier_ancestor_share(darknet, full_parent) -> int:
+    """Nodes whose darknet parent is their nearest ancestor on our path that precedes them in 9k.tree.
+
+    Tests the guess that darknet inserted synsets one by one, attaching each to the nearest
+    ancestor already inserted, and never re-parented a node when a label between arrived later.
+    """
+    theirs, inserted, same = parents_by_wnid(darknet), set(), 0
+    for wnid in darknet.wnids:
+        if wnid not in full_parent:
+            continue
+        node = full_parent[wnid]
+        while node is not None and node not in inserted:
+            node = full_parent[node]
+        same += node == theirs[wnid]
+        inserted.add(wnid)
+    return same
 
 
 def share_same_parent(darknet, built) -> tuple[int, int]:
@@ -101,6 +117,9 @@ def main() -> None:
     print(f"  same parent as darknet: {same}/{len(darknet)} = {same / len(darknet):.1%} of darknet's nodes")
     for reason, count in classify_differences(darknet, labels_only.tree, parents_by_wnid(full.tree), wordnet).most_common():
         print(f"  {count:5d}  {reason}")
+    earlier = nearest_earlier_ancestor_share(darknet, parents_by_wnid(full.tree))
+    print(f"  darknet parent == nearest ancestor on our path that comes earlier in 9k.tree: {earlier}/{len(darknet)} "
+          f"= {earlier / len(darknet):.1%}")  # fmt: skip
 
     leaves = [w for w, leaf in zip(darknet.wnids, darknet.leaf.tolist()) if leaf]
     from_leaves = build_tree(leaves, shape="full", wordnet=wordnet)
@@ -111,6 +130,12 @@ def main() -> None:
 
     inet1k = build_tree(synset_set("imagenet1k"), shape="full", wordnet=wordnet)
     print(f"ImageNet-1k, full: {inet1k.tree.stats_line()} (paper: 1369 nodes); outside: {len(inet1k.outside)}")
+    given = set(synset_set("imagenet1k"))
+    children = Counter(inet1k.tree.parent[inet1k.tree.parent >= 0].tolist())
+    unary = sum(1 for i, w in enumerate(inet1k.tree.wnids) if w not in given and children[i] == 1)
+    compact = len(inet1k.tree) - unary
+    print(f"  without the {unary} added nodes that have a single child: {compact}; "
+          f"+ the {len(inet1k.outside)} synsets outside physical_entity: {compact + len(inet1k.outside)}")  # fmt: skip
 
     wnids = synset_set("imagenet21k")
     start = time.perf_counter()
