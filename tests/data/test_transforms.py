@@ -51,7 +51,7 @@ def test_flip_moves_the_box_with_the_rectangle():
 @pytest.mark.parametrize("seed", range(6))
 def test_jitter_crop_and_resize_keep_the_box_on_the_rectangle(seed):
     image, target = rectangle_image(120, 160, [50, 40, 110, 90]), target_for([[50, 40, 110, 90]])
-    transform = T.Compose([T.JitterCrop(0.2), T.Resize(96), T.RandomHorizontalFlip(), T.ClipAndDropSmall()])
+    transform = T.Compose([T.JitterCropResize(96, 0.2), T.RandomHorizontalFlip(), T.ClipAndDropSmall()])
     out_image, out = transform(image, target, torch.Generator().manual_seed(seed))
     assert out_image.shape == (3, 96, 96) and len(out["boxes"]) == 1
     assert_box_sits_on_the_rectangle(out_image, out["boxes"][0])
@@ -63,6 +63,17 @@ def test_edge_clamped_crop_matches_numpy_edge_padding():
     for left, top, width, height in [(-3, -2, 12, 9), (2, 1, 4, 5), (4, -5, 9, 14), (-5, 3, 6, 6)]:
         expected = padded[:, top + 5 : top + 5 + height, left + 5 : left + 5 + width]
         assert np.array_equal(T.crop_with_edge_clamp(image, left, top, width, height).numpy(), expected)
+
+
+@pytest.mark.parametrize("left, top, width, height", [(-30, -20, 150, 110), (10, 5, 90, 80), (20, -25, 130, 90)])
+def test_fast_edge_clamped_crop_resize_matches_clamp_then_resize(left, top, width, height):
+    ys, xs = torch.meshgrid(torch.arange(100.0), torch.arange(120.0), indexing="ij")
+    smooth = torch.stack([xs * 2, ys * 2, (xs + ys)]).clamp(0, 255).to(torch.uint8)  # (3, 100, 120)
+    reference = torch.nn.functional.interpolate(
+        T.crop_with_edge_clamp(smooth, left, top, width, height)[None].float(), size=(64, 64),
+        mode="bilinear", align_corners=False)[0]
+    fast = T.crop_resize_edge_clamped(smooth, left, top, width, height, 64)
+    assert fast.shape == (3, 64, 64) and (fast.float() - reference).abs().max() <= 6
 
 
 def test_letterbox_keeps_aspect_pads_grey_and_moves_the_box():

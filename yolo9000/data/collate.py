@@ -41,7 +41,7 @@ def collate(samples: list[tuple[torch.Tensor, dict]], max_boxes: int = 30) -> di
         boxes[filled] = torch.cat([t["boxes"][:max_boxes] for t in targets]).float() / scale
         labels[filled] = torch.cat([t["labels"][:max_boxes] for t in targets]).long()
     return {
-        "images": torch.stack(images),
+        "images": torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2),  # channels-last
         "boxes": boxes,
         "labels": labels,
         "num_boxes": kept.long(),

@@ -18,13 +18,13 @@ class CorruptSampleError(ValueError):
 
 
 def decode_image(data: bytes) -> torch.Tensor:
-    """JPEG bytes -> (3, H, W) uint8 RGB; libjpeg-turbo via torchvision, PIL for odd JPEGs (CMYK, ...)."""
+    """JPEG bytes -> (3, H, W) uint8 RGB, channels-last in memory; libjpeg-turbo via torchvision, PIL for odd JPEGs (CMYK, ...)."""
     try:
         return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except RuntimeError:
         with Image.open(io.BytesIO(data)) as image:
             array = np.asarray(image.convert("RGB"))
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(array.copy()).permute(2, 0, 1)  # channels-last like decode_jpeg
 
 
 def decode_target(meta: dict, labelmap: LabelMap, where: str) -> dict:
