@@ -106,3 +106,12 @@ def test_module_entry_runs_as_a_process(tmp_path):
     assert done.returncode == 0 and done.stdout.startswith("nodes 9418")
     failed = subprocess.run([sys.executable, "-m", "wordtree.cli", "stats", str(tmp_path / "x.tree")], capture_output=True, text=True)
     assert failed.returncode == 2 and "cannot read" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_wordtree_imports_neither_torch_nor_yolo9000():
+    code = (
+        "import sys, wordtree.cli, wordtree.build, wordtree.wordnet, wordtree.labelsets; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'yolo9000')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
