@@ -80,11 +80,27 @@ class Predictions:
     twh: Tensor  # (B, A, H, W, 2) raw
     objectness: Tensor  # (B, A, H, W) after the logistic
     objectness_logits: Tensor  # (B, A, H, W)
-    class_logits: Tensor  # (B, A, C, H, W), a view of the output
+    raw: Tensor  # (B, A, 5 + C, H, W), a view of the output
+
+    @property
+    def class_logits(self) -> Tensor:
+        """(B, A, C, H, W) view; for searches without gradient (each use adds an output-sized gradient)."""
+        return self.raw[:, :, 5:]
+
+    def rows(self, slots: Tensor) -> Tensor:
+        """(N, 5 + C) entries at flat (B, A, H, W) slots, gathered in one indexing op of the output."""
+        batch, num_anchors, _, height, width = self.raw.shape
+        image, rest = slots // (num_anchors * height * width), slots % (num_anchors * height * width)
+        anchor, location = rest // (height * width), rest % (height * width)
+        return self.raw[image, anchor, :, location // width, location % width]
 
 
 def split_output(output: Tensor, num_anchors: int, num_classes: int) -> Predictions:
-    """View (B, A·(5+C), H, W) as darknet's per-anchor entries (darknet-notes.md, "Tensor layout")."""
+    """View (B, A·(5+C), H, W) as darknet's per-anchor entries (darknet-notes.md, "Tensor layout").
+
+    The box and objectness entries are taken with one slice: every separate view of the (large) output
+    costs an output-sized gradient buffer in the backward pass.
+    """
     batch, channels, height, width = output.shape
     if channels != num_anchors * (5 + num_classes):
         raise ValueError(
@@ -92,8 +108,8 @@ def split_output(output: Tensor, num_anchors: int, num_classes: int) -> Predicti
             f"= {num_anchors * (5 + num_classes)} expected: check the head's anchors and classes"
         )
     raw = output.view(batch, num_anchors, 5 + num_classes, height, width)
-    box = raw[:, :, :4].permute(0, 1, 3, 4, 2)  # (B, A, H, W, 4)
-    return Predictions(box[..., :2].sigmoid(), box[..., 2:], raw[:, :, 4].sigmoid(), raw[:, :, 4], raw[:, :, 5:])
+    head = raw[:, :, :5].permute(0, 1, 3, 4, 2)  # (B, A, H, W, 5)
+    return Predictions(head[..., :2].sigmoid(), head[..., 2:4], head[..., 4].sigmoid(), head[..., 4], raw)
 
 
 def scatter_mask(slots: Tensor, shape: torch.Size, device: torch.device) -> Tensor:
@@ -189,9 +205,9 @@ class RegionLoss(nn.Module):
         chosen_slot = self._classification_slots(pred, image_label, is_classification, tree)
         chosen = scatter_mask(chosen_slot, pred.objectness.shape, output.device)
 
-        class_rows = self._class_rows(pred, assignment.slot)  # (T, C)
+        rows = pred.rows(torch.cat([assignment.slot, chosen_slot]))[:, 5:]  # (T + Bc, C)
+        class_rows, chosen_rows = rows[: len(assignment.slot)], rows[len(assignment.slot) :]
         class_kept = kept_class_steps(assignment.slot, truths.label, tree)
-        chosen_rows = self._class_rows(pred, chosen_slot)  # (Bc, C)
         chosen_labels = image_label[is_classification]
         prior_on = bool(self.seen < config.prior_images)
         terms = {
@@ -235,14 +251,6 @@ class RegionLoss(nn.Module):
             return images
         index = classification_anchor(pred.objectness_logits, pred.class_logits, image_label, tree)
         return images * pred.objectness[0].numel() + index[images]
-
-    @staticmethod
-    def _class_rows(pred: Predictions, slots: Tensor) -> Tensor:
-        """(N, C) class logits at flat (B, A, H, W) slots."""
-        batch, num_anchors, _, height, width = pred.class_logits.shape
-        image, rest = slots // (num_anchors * height * width), slots % (num_anchors * height * width)
-        anchor, location = rest // (height * width), rest % (height * width)
-        return pred.class_logits[image, anchor, :, location // width, location % width]
 
     @torch.no_grad()
     def _stats(self, pred, assignment, truths, class_rows, chosen_rows, chosen_labels, detection, tree) -> dict:
