@@ -3,11 +3,16 @@
 The rule: first add every synset that has a single hypernym path to the root; then, for each
 remaining synset in input order, add the path that adds the fewest new nodes to the tree so far.
 Ties go to the shortest path, then to the lexicographically smallest top-down wnid sequence.
-Hypernyms and instance hypernyms both count as parents (nltk's `hypernym_paths` does the same).
+Hypernyms and instance hypernyms both count as parents, as in nltk's `hypernym_paths` and in
+darknet's 9k.tree (sun, an instance of star with no hypernym, sits under star there).
 
 A path is added from its synset upwards and stops at the first node already in the tree, whose
 parent is kept: every node has one parent, set by the first path that brought it in. "New nodes"
 of a candidate path are exactly the nodes that adding it would create.
+
+labels-only shape: the paths are chosen as above (over all their synsets), then only the given
+synsets stay, each under its nearest given ancestor on its chosen path (darknet's 9k.tree has this
+shape: vein sits under structure, blood vessel and vessel are not nodes).
 
 Node order follows darknet's 9k.tree (darknet-notes.md, "WordTree"): the root's children form
 group 0; then, depth first, each node's children are written as one contiguous group right after
