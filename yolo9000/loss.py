@@ -31,17 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from yolo9000.hierarchy import TreeArrays, node_log_prob, path_log_probs
-from yolo9000.targets import (
-    Assignment,
-    TargetError,
-    Truths,
-    assign_truths,
-    classification_anchor,
-    decode_boxes,
-    ignore_mask,
-    kept_class_steps,
-    select_truths,
-)
+from yolo9000.targets import Assignment, RegionTargets, Truths, build_targets, decode_boxes
 
 
 @dataclass
@@ -112,13 +102,6 @@ def split_output(output: Tensor, num_anchors: int, num_classes: int) -> Predicti
     return Predictions(head[..., :2].sigmoid(), head[..., 2:4], head[..., 4].sigmoid(), head[..., 4], raw)
 
 
-def scatter_mask(slots: Tensor, shape: torch.Size, device: torch.device) -> Tensor:
-    """Bool tensor of `shape` that is True at the flat indices `slots`."""
-    mask = torch.zeros(shape.numel(), dtype=torch.bool, device=device)
-    mask[slots] = True
-    return mask.view(shape)
-
-
 def coord_loss(pred: Predictions, assignment: Assignment, truths: Truths, config: RegionLossConfig) -> Tensor:
     """½·s·Σ (target − output)² on σ(tx), σ(ty), tw, th at each slot's last truth; s per darknet version."""
     scale = torch.full_like(truths.box[:, 0], config.coord_scale)
@@ -156,8 +139,13 @@ def prior_loss(pred: Predictions, mask: Tensor, config: RegionLossConfig) -> Ten
 
 
 def detection_class_loss(class_rows: Tensor, labels: Tensor, kept: Tensor, tree: TreeArrays, scale: float) -> Tensor:
-    """class_scale · Σ over the kept (truth, path step) groups of the group cross-entropy."""
+    """class_scale · Σ over the kept (truth, path step) groups of the group cross-entropy (delta_region_class)."""
     return -scale * path_log_probs(class_rows, labels, tree)[kept].sum()
+
+
+def classification_class_loss(chosen_rows: Tensor, labels: Tensor, tree: TreeArrays, scale: float) -> Tensor:
+    """class_scale · −log P(label) at each classification image's chosen anchor: every group on its path."""
+    return -scale * node_log_prob(chosen_rows, labels, tree).sum()
 
 
 class RegionLoss(nn.Module):
@@ -185,81 +173,53 @@ class RegionLoss(nn.Module):
 
     def forward(self, output: Tensor, targets: dict) -> RegionLossResult:
         """Total loss, named terms and darknet's statistics for one batch."""
-        config, tree = self.config, self._tree_on(output.device)
         if self.training:
             self.seen += output.shape[0]  # darknet: seen += batch before the forward pass
+        tree, anchors = self._tree_on(output.device), self.anchors.to(output.dtype)
         pred = split_output(output, len(self.anchors), self.num_classes)
-        anchors = self.anchors.to(output.dtype)
         with torch.no_grad():
             pred_boxes = decode_boxes(pred.xy, pred.twh, anchors)
         targets = {**targets, "boxes": targets["boxes"].to(output)}
-        is_classification = targets["is_classification"].to(output.device).bool()
-        truths = select_truths(targets, self.num_classes)
-        assignment = assign_truths(truths, pred_boxes, anchors, config.bias_match)
-        responsible = scatter_mask(assignment.slot, pred.objectness.shape, output.device)
-        detection = ~is_classification[:, None, None, None]
-        valid_truth = (targets["labels"] >= 0) & ~is_classification[:, None]
-        ignored = ignore_mask(pred_boxes, targets["boxes"], valid_truth, config.thresh)
+        matched = build_targets(pred_boxes, pred.objectness_logits, pred.class_logits, targets, anchors, tree,
+                                self.config.thresh, self.config.bias_match)
+        slots = matched.assignment.slot
+        rows = pred.rows(torch.cat([slots, matched.chosen_slot]))[:, 5:]  # (T + Bc, C), one gather
+        class_rows, chosen_rows = rows[: len(slots)], rows[len(slots) :]
+        terms = self._terms(pred, matched, class_rows, chosen_rows, tree)
+        stats = self._stats(pred, matched, class_rows, chosen_rows, tree)
+        return RegionLossResult(sum(terms.values()), terms, stats)
 
-        image_label = self._classification_labels(targets, is_classification)
-        chosen_slot = self._classification_slots(pred, image_label, is_classification, tree)
-        chosen = scatter_mask(chosen_slot, pred.objectness.shape, output.device)
-
-        rows = pred.rows(torch.cat([assignment.slot, chosen_slot]))[:, 5:]  # (T + Bc, C)
-        class_rows, chosen_rows = rows[: len(assignment.slot)], rows[len(assignment.slot) :]
-        class_kept = kept_class_steps(assignment.slot, truths.label, tree)
-        chosen_labels = image_label[is_classification]
+    def _terms(self, pred: Predictions, matched: RegionTargets, class_rows: Tensor, chosen_rows: Tensor,
+               tree: TreeArrays) -> dict[str, Tensor]:
+        """The five named terms; each anchor entry gets the delta darknet writes last into it."""
+        config, m = self.config, matched
         prior_on = bool(self.seen < config.prior_images)
-        terms = {
-            "coord": coord_loss(pred, assignment, truths, config),
-            "objectness": objectness_loss(pred, assignment, config)
-            + classification_objectness_loss(pred.objectness.reshape(-1)[chosen_slot], config),
-            "noobject": noobject_loss(pred, (detection & ~ignored & ~responsible) | (~detection & ~chosen), config),
-            "prior": prior_loss(pred, detection & ~responsible & prior_on, config),
-            "class": detection_class_loss(class_rows, truths.label, class_kept, tree, config.class_scale)
-            - config.class_scale * node_log_prob(chosen_rows, chosen_labels, tree).sum(),
+        chosen_objectness = pred.objectness.reshape(-1)[m.chosen_slot]
+        return {
+            "coord": coord_loss(pred, m.assignment, m.truths, config),
+            "objectness": objectness_loss(pred, m.assignment, config)
+            + classification_objectness_loss(chosen_objectness, config),
+            "noobject": noobject_loss(pred, (m.detection & ~m.ignored & ~m.responsible) | (~m.detection & ~m.chosen), config),
+            "prior": prior_loss(pred, m.detection & ~m.responsible & prior_on, config),
+            "class": detection_class_loss(class_rows, m.truths.label, m.class_kept, tree, config.class_scale)
+            + classification_class_loss(chosen_rows, m.chosen_label, tree, config.class_scale),
         }
-        total = sum(terms.values())
-        stats = self._stats(pred, assignment, truths, class_rows, chosen_rows, chosen_labels, detection, tree)
-        return RegionLossResult(total, terms, stats)
 
     def _tree_on(self, device: torch.device) -> TreeArrays:
         if self.tree.parent.device != device:
             self.tree = self.tree.to(device)
         return self.tree
 
-    def _classification_labels(self, targets: dict, is_classification: Tensor) -> Tensor:
-        """(B,) image labels, 0 where the image is not classification-only; bad labels are refused."""
-        label = targets.get("image_label")
-        if label is None:
-            label = torch.full_like(is_classification, -1, dtype=torch.long)
-        label = label.to(is_classification.device)
-        bad = is_classification & ((label < 0) | (label >= self.num_classes))
-        if bad.any():
-            b = int(bad.nonzero()[0])
-            raise TargetError(
-                f"targets['image_label'][{b}] = {int(label[b])} for a classification image: give a tree node "
-                f"in [0, {self.num_classes})"
-            )
-        return torch.where(is_classification, label, 0)
-
-    @staticmethod
-    def _classification_slots(pred: Predictions, image_label: Tensor, is_classification: Tensor, tree) -> Tensor:
-        """(Bc,) flat (B, A, H, W) slot of each classification image's best anchor (none searched if Bc = 0)."""
-        images = torch.nonzero(is_classification).reshape(-1)
-        if images.numel() == 0:
-            return images
-        index = classification_anchor(pred.objectness_logits, pred.class_logits, image_label, tree)
-        return images * pred.objectness[0].numel() + index[images]
-
     @torch.no_grad()
-    def _stats(self, pred, assignment, truths, class_rows, chosen_rows, chosen_labels, detection, tree) -> dict:
+    def _stats(self, pred: Predictions, matched: RegionTargets, class_rows: Tensor, chosen_rows: Tensor,
+               tree: TreeArrays) -> dict[str, float]:
         """darknet's "Region Avg IOU, Class, Obj, No Obj, Avg Recall, count" line (NaN where it divides 0 by 0)."""
+        assignment = matched.assignment
         count = len(assignment.slot)
-        class_count = count + len(chosen_labels)
-        class_prob = node_log_prob(class_rows, truths.label, tree).exp().sum()
-        class_prob = class_prob + node_log_prob(chosen_rows, chosen_labels, tree).exp().sum()
-        any_obj = pred.objectness[detection.expand_as(pred.objectness)].sum()
+        class_count = count + len(matched.chosen_label)
+        class_prob = node_log_prob(class_rows, matched.truths.label, tree).exp().sum()
+        class_prob = class_prob + node_log_prob(chosen_rows, matched.chosen_label, tree).exp().sum()
+        any_obj = pred.objectness[matched.detection.expand_as(pred.objectness)].sum()
         return {
             "avg_iou": _ratio(assignment.iou.sum(), count),
             "class": _ratio(class_prob, class_count),

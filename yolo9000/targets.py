@@ -10,6 +10,7 @@ path"), vectorised over the whole batch:
 - `kept_class_steps`: with a tree, which (truth, path step) class groups survive those overwrites.
 - `ignore_mask`: anchors whose decoded prediction overlaps some truth by more than `thresh`.
 - `classification_anchor`: for classification-only images, the anchor maximising σ(obj)·P(label).
+- `build_targets`: all of the above for one batch, as a `RegionTargets` (what loss.py consumes).
 
 Boxes are normalised (cx, cy, w, h); anchors are in grid-cell units; slots index the flattened
 (B, A, H, W) anchor grid.
@@ -188,3 +189,79 @@ def classification_anchor(objectness_logits: Tensor, class_logits: Tensor, label
     log_p = node_log_prob(per_location, label.repeat_interleave(num_anchors), tree)  # (B·A, HW)
     score = torch.nn.functional.logsigmoid(objectness_logits).reshape(images, -1) + log_p.reshape(images, -1)
     return score.argmax(1)
+
+
+@dataclass(frozen=True)
+class RegionTargets:
+    """Everything the loss terms need to know about one batch, all without gradient."""
+
+    truths: Truths
+    assignment: Assignment
+    class_kept: Tensor  # (T, D) bool, see kept_class_steps
+    responsible: Tensor  # (B, A, H, W) bool: some truth's slot
+    ignored: Tensor  # (B, A, H, W) bool: see ignore_mask
+    detection: Tensor  # (B, 1, 1, 1) bool: not a classification-only image
+    chosen_slot: Tensor  # (Bc,) slot of each classification image's best anchor
+    chosen_label: Tensor  # (Bc,) its tree node
+    chosen: Tensor  # (B, A, H, W) bool
+
+
+@torch.no_grad()
+def build_targets(
+    pred_boxes: Tensor,
+    objectness_logits: Tensor,
+    class_logits: Tensor,
+    targets: dict,
+    anchors: Tensor,
+    tree: TreeArrays,
+    thresh: float,
+    bias_match: bool = True,
+) -> RegionTargets:
+    """Match a batch's truths to anchors (darknet-notes.md, "Per-image control flow"), vectorised.
+
+    pred_boxes (B, A, H, W, 4) decoded predictions; objectness_logits (B, A, H, W); class_logits
+    (B, A, C, H, W); targets as documented in loss.py, on the same device.
+    """
+    shape, device = objectness_logits.shape, objectness_logits.device
+    is_classification = targets["is_classification"].to(device).bool()
+    truths = select_truths(targets, tree.num_nodes)
+    assignment = assign_truths(truths, pred_boxes, anchors, bias_match)
+    valid_truth = (targets["labels"] >= 0) & ~is_classification[:, None]
+    image_label = classification_labels(targets.get("image_label"), is_classification, tree.num_nodes)
+    images = torch.nonzero(is_classification).reshape(-1)
+    chosen_slot = images
+    if images.numel():
+        index = classification_anchor(objectness_logits, class_logits, image_label, tree)
+        chosen_slot = images * shape[1:].numel() + index[images]
+    return RegionTargets(
+        truths=truths,
+        assignment=assignment,
+        class_kept=kept_class_steps(assignment.slot, truths.label, tree),
+        responsible=_scatter_mask(assignment.slot, shape, device),
+        ignored=ignore_mask(pred_boxes, targets["boxes"], valid_truth, thresh),
+        detection=~is_classification[:, None, None, None],
+        chosen_slot=chosen_slot,
+        chosen_label=image_label[images],
+        chosen=_scatter_mask(chosen_slot, shape, device),
+    )
+
+
+def classification_labels(image_label: Tensor | None, is_classification: Tensor, num_nodes: int) -> Tensor:
+    """(B,) image labels, 0 where the image is not classification-only; a bad label is refused."""
+    if image_label is None:
+        image_label = torch.full_like(is_classification, -1, dtype=torch.long)
+    image_label = image_label.to(is_classification.device)
+    bad = is_classification & ((image_label < 0) | (image_label >= num_nodes))
+    if bad.any():
+        b = int(bad.nonzero()[0])
+        raise TargetError(
+            f"targets['image_label'][{b}] = {int(image_label[b])} for a classification image: give a tree "
+            f"node in [0, {num_nodes})"
+        )
+    return torch.where(is_classification, image_label, 0)
+
+
+def _scatter_mask(slots: Tensor, shape: torch.Size, device: torch.device) -> Tensor:
+    mask = torch.zeros(shape.numel(), dtype=torch.bool, device=device)
+    mask[slots] = True
+    return mask.view(shape)
