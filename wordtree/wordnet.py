@@ -86,7 +86,7 @@ def find_wordnet_dir() -> Path:
     """The folder nltk will read, preparing a cached copy with `lexnames` where one is needed."""
     nltk_dir = _nltk_data_wordnet()
     if nltk_dir is not None:
-        return nltk_dir.resolve()
+        return nltk_dir
     looked = ["nltk's data path (corpora/wordnet)"]
     env_dir = os.environ.get("WORDNET_DIR")
     if env_dir:
@@ -200,14 +200,42 @@ def _authorise(root: Path) -> None:
 
 
 def _nltk_data_wordnet() -> Path | None:
-    """`corpora/wordnet` from nltk's data path, when a user installed it there as a folder."""
+    """`corpora/wordnet` from nltk's data path, as nltk.download left it: a folder, or only its zip
+    (then unpacked once into the cache, as nltk's reader of a zip is slower and our fast open needs files)."""
     import nltk.data
 
     try:
         found = Path(str(nltk.data.find("corpora/wordnet")))
+        if found.is_dir():
+            return found.resolve()
+    except LookupError:
+        pass
+    try:
+        zipped = nltk.data.find("corpora/wordnet.zip/wordnet/")
     except LookupError:
         return None
-    return found if found.is_dir() else None
+    archive = Path(zipped.zipfile.filename).resolve()
+    digest = hashlib.sha1(str(archive).encode()).hexdigest()[:12]
+    return _unpacked_copy(zipped, cache_dir() / f"nltk_zip-{digest}" / "corpora" / "wordnet")
+
+
+def _unpacked_copy(zipped, target: Path) -> Path:
+    """The `wordnet/` folder of nltk's zip, unpacked once: temp folder + rename."""
+    target = target.expanduser().resolve()
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".wordnet-", dir=target.parent))
+    try:
+        for name in zipped.zipfile.namelist():
+            if name.startswith(zipped.entry) and not name.endswith("/") and "/" not in name[len(zipped.entry) :]:
+                (staging / name[len(zipped.entry) :]).write_bytes(zipped.zipfile.read(name))
+        os.rename(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not target.is_dir():
+            raise
+    return target
 
 
 def _missing_files(folder: Path) -> list[str]:

@@ -1,3 +1,5 @@
+import zipfile
+
 import nltk.data
 import pytest
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
@@ -132,3 +134,18 @@ def test_noun_graph_read_from_data_noun_agrees_with_nltks_synsets(real_wordnet):
     assert len(graph.parents) == 82115  # WordNet 3.0's noun synsets
     with pytest.raises(UnknownSynset, match="n00000001"):
         graph.check("n00000001")
+
+
+def test_nltk_download_left_as_a_zip_is_unpacked_once_into_the_cache(nowhere, monkeypatch):
+    folder = fake_wordnet(nowhere / "zipsrc" / "wordnet")
+    corpora = nowhere / "nltk_data" / "corpora"
+    corpora.mkdir(parents=True)
+    with zipfile.ZipFile(corpora / "wordnet.zip", "w") as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"wordnet/{path.name}")
+    monkeypatch.setattr(nltk.data, "path", [str(nowhere / "nltk_data")])
+    monkeypatch.setenv("WORDNET_DIR", str(fake_wordnet(nowhere / "mine")))
+    found = find_wordnet_dir()
+    assert found.is_relative_to((nowhere / "cache").resolve()) and found.name == "wordnet"
+    assert sorted(p.name for p in found.iterdir()) == sorted(p.name for p in folder.iterdir())
+    assert find_wordnet_dir() == found
