@@ -196,3 +196,13 @@ def test_bad_targets_and_output_shapes_are_refused_with_the_place():
         criterion(output, bad)
     with pytest.raises(ValueError, match="channels"):
         RegionLoss(torch.tensor(ANCHORS), 5)(output, targets)
+
+
+def test_more_than_darknets_30_truths_per_image_all_count():
+    gen = torch.Generator().manual_seed(12)
+    centre = torch.rand(1, 40, 2, generator=gen) * 0.6 + 0.2
+    boxes = torch.cat([centre - 0.1, centre + 0.1], -1)
+    targets = {"boxes": boxes, "labels": torch.arange(40)[None] % 4, "is_classification": torch.tensor([False]),
+               "image_label": torch.tensor([-1])}
+    output = torch.randn(1, 3 * 9, 13, 13)
+    assert RegionLoss(torch.tensor(ANCHORS), 4)(output, targets).stats["count"] == 40
