@@ -43,6 +43,7 @@ INSTALL_HINT = (
 )
 
 _readers: dict[Path, WordNetCorpusReader] = {}
+_by_settings: dict[tuple, WordNetCorpusReader] = {}
 _graphs: dict[Path, "NounGraph"] = {}
 _graph_readers: dict[int, WordNetCorpusReader] = {}
 
@@ -106,7 +107,12 @@ def find_wordnet_dir() -> Path:
 
 
 def open_wordnet() -> WordNetCorpusReader:
-    """nltk's WordNet 3.0 reader, opened once per process per folder."""
+    """nltk's WordNet 3.0 reader, opened once per process per folder (and per lookup settings)."""
+    import nltk.data
+
+    settings = (tuple(map(str, nltk.data.path)), os.environ.get("WORDNET_DIR"), os.environ.get("YOLO9000_CACHE"))
+    if settings in _by_settings:
+        return _by_settings[settings]
     root = find_wordnet_dir()
     reader = _readers.get(root)
     if reader is None:
@@ -115,6 +121,7 @@ def open_wordnet() -> WordNetCorpusReader:
             warnings.simplefilter("ignore", UserWarning)
             reader = _WordNet30(str(root), None)
         _readers[root] = reader
+    _by_settings[settings] = reader
     return reader
 
 
