@@ -113,6 +113,7 @@ class NltkReaderWithoutVersionMap(WordNetCorpusReader):
         return None
 
 
+@pytest.mark.filterwarnings("ignore:The multilingual functions")
 def test_fast_open_reads_the_same_lemmas_as_nltks_own_reader(real_wordnet):
     plain = NltkReaderWithoutVersionMap(str(real_wordnet.root.path), None)
     assert real_wordnet._lemma_pos_offset_map == plain._lemma_pos_offset_map
