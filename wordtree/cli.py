@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS + (CommandError,) as error:
         print(f"wordtree {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # e.g. an output folder that cannot be written
+        print(f"wordtree {args.command}: error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return 2
     return 0
 
 

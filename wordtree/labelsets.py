@@ -29,8 +29,16 @@ def is_wnid(text: str) -> bool:
 
 
 def read_label_map(path: str | Path) -> dict[str, str]:
-    """{name: wnid} from `name<TAB>wnid` (or bare `wnid`) lines; later duplicates of a name win."""
-    return {name: wnid for _, name, wnid in _entries(path)}
+    """{name: wnid} from `name<TAB>wnid` (or bare `wnid`) lines; a name given two wnids is an error."""
+    mapping: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for number, name, wnid in _entries(path):
+        if mapping.setdefault(name, wnid) != wnid:
+            raise LabelSetError(
+                f"{path}:{number}: {name!r} maps to {wnid} here but to {mapping[name]} on line {first_line[name]}"
+            )
+        first_line.setdefault(name, number)
+    return mapping
 
 
 def label_map(dataset: str) -> dict[str, str]:

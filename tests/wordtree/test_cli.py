@@ -115,3 +115,10 @@ def test_wordtree_imports_neither_torch_nor_yolo9000():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_unwritable_output_is_a_message_not_a_traceback(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    status, _, err = run(capsys, "build", "--synsets", "voc", "-o", blocker / "out")
+    assert status == 2 and str(blocker) in err and "Traceback" not in err

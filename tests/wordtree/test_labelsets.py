@@ -21,6 +21,13 @@ def test_malformed_label_map_line_is_named_with_file_and_line(tmp_path, line):
         read_label_map(path)
 
 
+def test_a_name_mapped_to_two_wnids_is_an_error_naming_both_lines(tmp_path):
+    path = tmp_path / "twice.map"
+    path.write_text("dog\tn02084071\ncat\tn02121620\ndog\tn02084071\ndog\tn02121620\n")
+    with pytest.raises(LabelSetError, match=r"twice\.map:4: 'dog' maps to n02121620 here but to n02084071 on line 1"):
+        read_label_map(path)
+
+
 def test_label_set_error_is_a_value_error():
     assert issubclass(LabelSetError, ValueError)
 
