@@ -1,0 +1,199 @@
+"""Data pipeline throughput: shards -> augmented batch, against decoding alone and a map-style file Dataset.
+
+    python bench/data_pipeline.py                  # builds ~300 416-ish JPEG samples in a temp dir
+    python bench/data_pipeline.py --shards DIR     # uses existing shards (extracted to files for baseline b)
+
+For loader worker counts 0, 1, 2 it measures samples/s of
+  pipeline : yolo9000.data.loader.Loader (stream -> mix -> decode -> darknet augmentation -> collate)
+  (a)      : decoding the same JPEGs alone (in memory, same worker count; nothing else)
+  (b)      : a plain map-style Dataset reading the same images and json from files, same transforms, same collate
+and prints a table with ratios: medians of `--rounds` interleaved repeats (the three are measured one
+after another in each round, so load from other processes hits them alike). One intra-op thread everywhere. Timing starts after each loader's first batch (worker start-up excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import statistics
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from yolo9000.data.collate import collate
+from yolo9000.data.decode import decode_image, decode_target
+from yolo9000.data.labelmap import LabelMap
+from yolo9000.data.loader import Loader, LoaderConfig, sample_generator, transforms_for
+
+WNIDS = ["n00007846", "n02084071", "n02958343"]
+
+
+def textured_jpeg(rng: np.random.Generator, width: int, height: int) -> bytes:
+    """A photo-like JPEG (smooth colour field plus grain), so decoding costs what a real image costs."""
+    low = rng.integers(0, 255, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+    field = np.asarray(Image.fromarray(low).resize((width, height), Image.BILINEAR), dtype=np.int16)
+    grain = rng.integers(-20, 20, (height, width, 3))
+    out = io.BytesIO()
+    Image.fromarray((field + grain).clip(0, 255).astype(np.uint8)).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def build_samples(count: int, seed: int = 0) -> list[dict]:
+    """`count` detection samples of 400-480 px with 1-6 boxes each."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(count):
+        width, height = int(rng.integers(400, 481)), int(rng.integers(360, 481))
+        n = int(rng.integers(1, 7))
+        xy = rng.uniform(0, 0.6, (n, 2)) * [width, height]
+        wh = rng.uniform(0.1, 0.4, (n, 2)) * [width, height]
+        meta = {"source": "bench", "file": f"images/{i:06d}.jpg", "width": width, "height": height,
+                "boxes": np.concatenate([xy, xy + wh], 1).round(1).tolist(),
+                "labels": [WNIDS[j] for j in rng.integers(0, len(WNIDS), n)],
+                "crowd": [False] * n, "difficult": [False] * n, "image_label": None}
+        samples.append({"__key__": f"bench-{i:06d}", "jpg": textured_jpeg(rng, width, height), "meta": meta})
+    return samples
+
+
+def write_shards(samples: list[dict], directory: Path, per_shard: int = 50) -> None:
+    """The samples as WebDataset shards bench-000000.tar, ..."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(samples), per_shard):
+        with wds.TarWriter(str(directory / f"bench-{start // per_shard:06d}.tar")) as writer:
+            for s in samples[start : start + per_shard]:
+                writer.write({"__key__": s["__key__"], "jpg": s["jpg"], "json": json.dumps(s["meta"]).encode()})
+
+
+def read_shards(directory: Path) -> list[dict]:
+    """Samples back from existing shards (for baselines a and b)."""
+    samples = []
+    for raw in wds.DataPipeline(wds.SimpleShardList(sorted(str(p) for p in directory.glob("*.tar"))),
+                                wds.tarfile_to_samples()):
+        samples.append({"__key__": raw["__key__"], "jpg": raw["jpg"], "meta": json.loads(raw["json"])})
+    return samples
+
+
+def write_files(samples: list[dict], directory: Path) -> list[Path]:
+    """The samples as image files with a json beside each (the map-style baseline's input)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for s in samples:
+        path = directory / f"{s['__key__']}.jpg"
+        path.write_bytes(s["jpg"])
+        path.with_suffix(".json").write_text(json.dumps(s["meta"]))
+        paths.append(path)
+    return paths
+
+
+class DecodeOnly(IterableDataset):
+    """Baseline (a): each worker decodes its share of the in-memory JPEGs, `passes` times; yields counts per batch."""
+
+    def __init__(self, jpegs: list[bytes], passes: int, batch_size: int):
+        self.jpegs, self.passes, self.batch_size = jpegs, passes, batch_size
+
+    def __iter__(self):
+        info = get_worker_info()
+        mine = self.jpegs if info is None else self.jpegs[info.id :: info.num_workers]
+        done = 0
+        for _ in range(self.passes):
+            for data in mine:
+                decode_image(data)
+                done += 1
+                if done == self.batch_size:
+                    yield done
+                    done = 0
+        if done:
+            yield done
+
+
+class FileDataset(Dataset):
+    """Baseline (b): a plain map-style Dataset reading image + json files, same decode and transforms."""
+
+    def __init__(self, paths: list[Path], cfg: LoaderConfig, labelmap: LabelMap):
+        self.paths, self.cfg, self.labelmap = paths, cfg, labelmap
+        self.transform = transforms_for("detection", cfg)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        path = self.paths[i]
+        image = decode_image(path.read_bytes())
+        target = decode_target(json.loads(path.with_suffix(".json").read_text()), self.labelmap, str(path))
+        target["key"] = path.stem
+        return self.transform(image, target, sample_generator(self.cfg.seed, 0, i, path.stem))
+
+
+def rate(batches, count_of) -> float:
+    """Samples/s over an iterator of batches, timed from the first batch on."""
+    iterator = iter(batches)
+    next(iterator)
+    start, samples = time.perf_counter(), 0
+    for batch in iterator:
+        samples += count_of(batch)
+    return samples / (time.perf_counter() - start)
+
+
+def measure(workers: int, samples: list[dict], shards: Path, paths: list[Path], args) -> dict:
+    """Samples/s of the pipeline and both baselines for one worker count."""
+    labelmap = LabelMap.from_classes(WNIDS)
+    cfg = LoaderConfig(sources=[{"name": "bench", "urls": str(shards)}], batch_size=args.batch_size,
+                       image_size=416, num_workers=workers, shuffle_buffer=100, seed=0, persistent_workers=False)
+    total_batches = args.passes * len(samples) // args.batch_size
+    decode = DataLoader(DecodeOnly([s["jpg"] for s in samples], args.passes, args.batch_size),
+                        batch_size=None, num_workers=workers)
+    files = DataLoader(FileDataset(paths * args.passes, cfg, labelmap), batch_size=args.batch_size,
+                       shuffle=True, num_workers=workers, collate_fn=partial(collate, max_boxes=cfg.max_boxes))
+    loader = Loader(cfg, labelmap)
+    pipeline_batches = (b for _, b in zip(range(total_batches), loader))
+    return {
+        "decode": rate(decode, lambda n: n),
+        "files": rate(files, lambda b: len(b["keys"])),
+        "pipeline": rate(pipeline_batches, lambda b: len(b["keys"])),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", type=Path, help="existing shard directory (default: build one)")
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--passes", type=int, default=2, help="passes over the samples per measurement")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats; the median is shown")
+    args = parser.parse_args()
+    # DataLoader workers run with one intra-op thread; the main process (workers=0) is set to match,
+    # since oversubscribed OpenMP threads on a shared 2-core machine run several times slower.
+    torch.set_num_threads(1)
+    random.seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.shards:
+            shards, samples = args.shards, read_shards(args.shards)
+        else:
+            samples, shards = build_samples(args.samples), tmp / "shards"
+            write_shards(samples, shards)
+        paths = write_files(samples, tmp / "files")
+        mean_kb = sum(len(s["jpg"]) for s in samples) / len(samples) / 1e3
+        print(f"{len(samples)} samples, mean JPEG {mean_kb:.0f} kB, batch {args.batch_size}, 416x416 output, "
+              f"torch threads {torch.get_num_threads()}")
+        print(f"{'workers':>7} {'(a) decode/s':>13} {'(b) files/s':>12} {'pipeline/s':>11} "
+              f"{'pipe/(a)':>9} {'pipe/(b)':>9}")
+        for workers in args.workers:
+            rounds = [measure(workers, samples, shards, paths, args) for _ in range(args.rounds)]
+            r = {name: statistics.median(x[name] for x in rounds) for name in rounds[0]}
+            print(f"{workers:>7} {r['decode']:>13.0f} {r['files']:>12.0f} {r['pipeline']:>11.0f} "
+                  f"{r['pipeline'] / r['decode']:>9.2f} {r['pipeline'] / r['files']:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()
