@@ -101,11 +101,18 @@ def test_help_names_every_build_option(capsys):
         assert option in out
 
 
-def test_module_entry_runs_as_a_process(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "wordtree.cli", "stats", NINE_K], capture_output=True, text=True)
+def test_console_entry_runs_as_a_process(tmp_path):
+    script = Path(sys.executable).with_name("wordtree")  # the console script, once the package is installed
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "wordtree.cli"]
+    done = subprocess.run([*command, "stats", NINE_K], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("nodes 9418")
-    failed = subprocess.run([sys.executable, "-m", "wordtree.cli", "stats", str(tmp_path / "x.tree")], capture_output=True, text=True)
+    failed = subprocess.run([*command, "stats", str(tmp_path / "x.tree")], capture_output=True, text=True)
     assert failed.returncode == 2 and "cannot read" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_module_entry_runs_as_a_process():
+    done = subprocess.run([sys.executable, "-m", "wordtree.cli", "lookup", "dog"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("n02084071")
 
 
 def test_wordtree_imports_neither_torch_nor_yolo9000():
