@@ -130,3 +130,11 @@ def test_bad_config_is_refused_with_the_field():
         LoaderConfig(sources=[])
     with pytest.raises(ValueError, match="kind 'segmentation'"):
         LoaderConfig(sources=[{"name": "x", "urls": "x", "kind": "segmentation"}])
+
+
+def test_resampled_loader_with_more_workers_than_shards_keeps_delivering(tmp_path):
+    detection_shards(tmp_path / "coco", count=4, per_shard=4)  # one shard, 2 ranks x 2 workers
+    cfg = config(tmp_path, sources=[{"name": "coco", "urls": str(tmp_path / "coco")}])
+    for rank in range(2):
+        batches = take(Loader(cfg, LABELMAP, rank=rank, world_size=2), 6)
+        assert len(batches) == 6 and all(len(b["keys"]) == 4 for b in batches)

@@ -1,14 +1,16 @@
 import functools
 import http.server
+import io
 import itertools
 import json
 import threading
 
 import pytest
 import torch
+from PIL import Image
 
-from shards import ALL_WNIDS, detection_shards
-from yolo9000.data.decode import decode_sample
+from shards import ALL_WNIDS, detection_shards, jpeg_bytes
+from yolo9000.data.decode import decode_image, decode_sample
 from yolo9000.data.labelmap import LabelMap
 from yolo9000.data.stream import Slot, SourceStream, StreamError, list_shards
 
@@ -111,3 +113,26 @@ def test_a_truncated_shard_is_reported_by_name_and_the_rest_streams(tmp_path):
     assert str(paths[1]) in stream.counters.examples[0]
     expected_whole = [r["__key__"] for r in records[:4] + records[8:]]
     assert set(expected_whole) <= set(keys) and len(keys) < len(records)
+
+
+def test_a_resampled_source_whose_shards_are_all_unreadable_fails_instead_of_spinning(tmp_path):
+    (tmp_path / "bad-000000.tar").write_bytes(b"not a tar file at all" * 40)
+    stream = SourceStream(str(tmp_path), name="bad", resampled=True, shuffle=0)
+    with pytest.warns(UserWarning, match="bad-000000.tar could not be read"):
+        with pytest.raises(StreamError, match="source 'bad'.*gave no sample"):
+            next(stream.iterate(Slot()))
+
+
+def test_cmyk_jpeg_decodes_to_rgb_of_the_same_colour():
+    rgb = Image.new("RGB", (24, 16), (200, 40, 30))
+    out = io.BytesIO()
+    rgb.convert("CMYK").save(out, format="JPEG", quality=95)
+    image = decode_image(out.getvalue())
+    assert image.shape == (3, 16, 24) and image.dtype == torch.uint8
+    assert (image.float().mean((1, 2)) - torch.tensor([200.0, 40.0, 30.0])).abs().max() < 12
+
+
+def test_greyscale_jpeg_decodes_to_three_channels():
+    image = decode_image(jpeg_bytes(20, 10, [[0, 0, 10, 10]], mode="L"))
+    assert image.shape == (3, 10, 20) and torch.equal(image[0], image[1])
+    assert image[:, :, :8].float().mean() > 200 and image[:, :, 12:].float().mean() < 60

@@ -143,13 +143,28 @@ class SourceStream:
         if not self.shards:
             raise StreamError(f"source {self.name!r}: urls {self.urls!r} name no shard")
 
+    def samples_of(self, urls: Iterator[str]) -> Iterator[dict]:
+        """Samples of the shards in order; refuses to spin forever when no shard yields anything."""
+        empty_in_a_row = 0
+        for url in urls:
+            count = 0
+            for sample in samples_from_shard(url, self.counters):
+                count += 1
+                yield sample
+            empty_in_a_row = 0 if count else empty_in_a_row + 1
+            if self.resampled and empty_in_a_row >= max(20, 3 * len(self.shards)):
+                raise StreamError(
+                    f"source {self.name!r}: the last {empty_in_a_row} shards read gave no sample "
+                    f"(unreadable so far: {self.counters.examples[:3]}); check the urls {self.urls!r}"
+                )
+
     def iterate(self, slot: Slot, epoch: int = 0) -> Iterator[dict]:
         """Samples for this slot: endless when resampled, else one epoch."""
         if self.resampled:
             urls: Iterator[str] = resampled_shards(self.shards, slot, self.seed)
         else:
             urls = iter(shards_for_slot(self.shards, slot, self.seed, epoch, self.shardshuffle))
-        raw = (s for url in urls for s in samples_from_shard(url, self.counters))
+        raw = self.samples_of(urls)
         rng = random.Random(f"shuffle/{self.name}/{self.seed}/{epoch}/{slot.index}")
         for sample in shuffle_buffer(raw, self.shuffle, rng):
             self.counters.samples += 1
