@@ -51,27 +51,30 @@ def make_targets(batch: int, labels: list[int], classification_share: float, see
 
 
 def build_case(case: str):
-    """(network, criterion, targets-maker) for case 'a' (80 flat) or 'b' (9k tree)."""
+    """(network factory, criterion, targets maker) for case 'a' (80 flat) or 'b' (9k tree)."""
     if case == "a":
-        network = YOLOv2(80, 5, head="final")
         criterion = RegionLoss(torch.tensor(VOC_ANCHORS), 80, config=RegionLossConfig(darknet_version="final"))
-        return network, criterion, lambda batch: make_targets(batch, list(range(80)), 0.0, 0)
+        return lambda: YOLOv2(80, 5, head="final"), criterion, lambda batch: make_targets(batch, list(range(80)), 0.0, 0)
     tree = load_tree(DARKNET / "9k.tree")
     coco_nodes = [int(line) for line in read_lines_file(DARKNET / "coco9k.map")]
-    network = YOLO9000(len(tree), 3)
     criterion = RegionLoss(torch.tensor(NINE_K_ANCHORS), len(tree), TreeArrays.from_parent(tree.parent))
-    return network, criterion, lambda batch: make_targets(batch, coco_nodes, 0.5, 1)
+    return lambda: YOLO9000(len(tree), 3), criterion, lambda batch: make_targets(batch, coco_nodes, 0.5, 1)
 
 
 def measure(case: str, part: str, batch: int, size: int, device: str, repeats: int, queue) -> None:
-    """Seconds per iteration and peak bytes of one part ('network' or 'loss') of one case."""
+    """Seconds per iteration and peak bytes of one part ('network' or 'loss') of one case.
+
+    The loss part never builds the network (its output is random, of the head's shape), so that the
+    set-up's own peak does not hide the loss's.
+    """
     torch.manual_seed(0)
-    network, criterion, make = build_case(case)
-    network, criterion = network.to(device).train(), criterion.to(device).train()
-    images = torch.randn(batch, 3, size, size, device=device)
-    with torch.no_grad():
-        head = network(images[:1])
-    output = torch.randn(batch, *head.shape[1:], device=device, requires_grad=True)
+    make_network, criterion, make = build_case(case)
+    criterion = criterion.to(device).train()
+    channels = len(criterion.anchors) * (5 + criterion.num_classes)
+    output = torch.randn(batch, channels, size // 32, size // 32, device=device, requires_grad=True)
+    if part == "network":
+        network = make_network().to(device).train()
+        images = torch.randn(batch, 3, size, size, device=device)
     targets = {k: v.to(device) for k, v in make(batch).items()}
 
     def network_step():
