@@ -10,7 +10,8 @@ from PIL import Image, ImageFile
 
 from datasets import image_bytes, shapes_image
 from yolo9000.data.schema import SampleRecord, wds_to_record
-from yolo9000.data.shardwriter import (PARTS_DIR, PrepareError, SourceItem, WriterConfig, clip_boxes, materialise,
+from yolo9000.data.shardwriter import (PARTS_DIR, PrepareError, SourceItem, WriterConfig, clip_boxes,
+                                       decoded_format_and_size, materialise,
                                        parse_size, plan_shards, write_shards, write_tar)
 
 
@@ -114,3 +115,29 @@ def test_shard_whose_manifest_part_is_missing_is_written_again(tmp_path):
     second = write_shards(items, config)
     assert shard.read_bytes() == before and first == second
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["samples"] == 6
+
+
+def full_decode_fails(data: bytes) -> bool:
+    """Reference: decode every pixel at full size."""
+    try:
+        Image.open(io.BytesIO(data)).load()
+        return False
+    except Exception:
+        return True
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_draft_decode_check_finds_the_same_corrupt_jpegs_as_a_full_decode(progressive):
+    out = io.BytesIO()
+    shapes_image(320, 240, 3).save(out, format="JPEG", quality=90, progressive=progressive)
+    data = out.getvalue()
+    rng = np.random.default_rng(4)
+    variants = [data[:n] for n in np.linspace(10, len(data) - 1, 25).astype(int)]
+    for position in rng.integers(100, len(data), 25):
+        damaged = bytearray(data)
+        damaged[position : position + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
+        variants.append(bytes(damaged))
+    for variant in variants:
+        assert (decoded_format_and_size(variant) is None) == full_decode_fails(variant)
+    assert decoded_format_and_size(data) == ("JPEG", (320, 240))
+    assert sum(full_decode_fails(v) for v in variants) >= 20

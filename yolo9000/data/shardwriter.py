@@ -155,20 +155,41 @@ def read_item_bytes(item: SourceItem) -> bytes:
         return f.read(size)
 
 
-def inspect_image(data: bytes) -> tuple[Image.Image | None, bool]:
-    """(decoded image or None when it cannot be decoded, whether PIL verifies it as a JPEG)."""
+def decoded_format_and_size(data: bytes) -> tuple[str, tuple[int, int]] | None:
+    """(format, (width, height)) when the whole image decodes, else None.
+
+    JPEGs decode in draft mode at 1/8 scale: the decoder still reads all the entropy-coded data,
+    so truncated or broken files fail the same way, at a fraction of the cost of a full decode.
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+        fmt, size = image.format, image.size
+        if fmt == "JPEG":
+            image.draft(image.mode, (1, 1))
+        image.load()
+    except Exception:
+        return None
+    return fmt, size
+
+
+def verifies_as_jpeg(data: bytes) -> bool:
+    """Whether PIL identifies the bytes as a JPEG and its `verify()` accepts them."""
     try:
         probe = Image.open(io.BytesIO(data))
         probe.verify()
-        verified_jpeg = probe.format == "JPEG"
+        return probe.format == "JPEG"
     except Exception:
-        verified_jpeg = False
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except Exception:
-        return None, False
-    return image, verified_jpeg
+        return False
+
+
+def decode(data: bytes, size: tuple[int, int]) -> Image.Image:
+    """The decoded image, at least `size` large (a JPEG meant for a smaller size decodes at a reduced
+    DCT scale first, as PIL's thumbnail does), for re-encoding or resizing."""
+    image = Image.open(io.BytesIO(data))
+    if image.format == "JPEG":
+        image.draft("RGB", size)
+    image.load()
+    return image
 
 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:
@@ -193,14 +214,14 @@ def materialise(item: SourceItem, max_side: int | None = None, jpeg_quality: int
         data = read_item_bytes(item)
     except OSError as error:
         return None, [("unreadable_image", 1, f"{item.file}: {error.strerror or error}")]
-    image, verified_jpeg = inspect_image(data)
-    if image is None:
+    decoded = decoded_format_and_size(data)
+    if decoded is None:
         return None, [("corrupt_image", 1, item.file)]
+    (fmt, (width, height)), verified_jpeg = decoded, verifies_as_jpeg(data)
     events = []
     if not verified_jpeg:
-        reason = "reencoded_unverifiable_jpeg" if image.format == "JPEG" else "reencoded_non_jpeg"
+        reason = "reencoded_unverifiable_jpeg" if fmt == "JPEG" else "reencoded_non_jpeg"
         events.append((reason, 1, item.file))
-    width, height = image.size
     boxes = np.asarray(item.boxes, np.float32).reshape(-1, 4)
     boxes, keep, changed = clip_boxes(boxes, width, height)
     if (changed & keep).any():
@@ -211,14 +232,17 @@ def materialise(item: SourceItem, max_side: int | None = None, jpeg_quality: int
     if max_side is not None and max(width, height) > max_side:
         scale = max_side / max(width, height)
         new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = image.convert("RGB").resize(new_size, Image.Resampling.BILINEAR)
         boxes = boxes * np.array([new_size[0] / width, new_size[1] / height] * 2, np.float32)
         boxes = np.minimum(boxes, np.array([*new_size, *new_size], np.float32))
         width, height = new_size
         jpeg = None
         events.append(("resized", 1, item.file))
     if jpeg is None:
-        jpeg = encode_jpeg(image, jpeg_quality)
+        try:
+            jpeg = encode_jpeg(decode(data, (width, height)).convert("RGB").resize((width, height), Image.Resampling.BILINEAR),
+                               jpeg_quality)
+        except (OSError, SyntaxError, ValueError):  # decodes in draft mode only: count it as corrupt
+            return None, [("corrupt_image", 1, item.file)]
     record = SampleRecord(
         key=item.key, source=item.source, file=item.file, width=width, height=height, jpeg=jpeg,
         boxes=boxes[keep], labels=np.asarray(item.labels, dtype=object)[keep].tolist(),
@@ -342,6 +366,13 @@ def start_output(config: WriterConfig, fingerprint: str, shards: int) -> None:
     plan_file.write_text(json.dumps({"fingerprint": fingerprint, "shards": shards}))
 
 
+def pool_context() -> multiprocessing.context.BaseContext:
+    """fork where the platform has it: workers start at once and a calling script needs no
+    `if __name__ == "__main__"` guard; spawn elsewhere."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
 def run_tasks(tasks: list, config: WriterConfig, total_items: int, finished_items: int) -> None:
     """Write the planned shards, in a process pool when workers > 1, with a progress bar."""
     bar = tqdm(total=total_items, initial=finished_items, unit="img", desc=f"writing {config.prefix} shards",
@@ -351,7 +382,7 @@ def run_tasks(tasks: list, config: WriterConfig, total_items: int, finished_item
         for part in results:
             bar.update(part["items"])
     else:
-        with multiprocessing.get_context("spawn").Pool(min(config.workers, len(tasks))) as pool:
+        with pool_context().Pool(min(config.workers, len(tasks))) as pool:
             for part in pool.imap_unordered(write_planned_shard, tasks):
                 bar.update(part["items"])
     bar.close()
