@@ -6,6 +6,7 @@
 For loader worker counts 0, 1, 2 it measures samples/s of
   pipeline : yolo9000.data.loader.Loader (stream -> mix -> decode -> darknet augmentation -> collate)
   (a)      : decoding the same JPEGs alone (in memory, same worker count; nothing else)
+  shards+decode: the same shard stream decoded, no augmentation (shows what augmentation + batching cost)
   (b)      : a plain map-style Dataset reading the same images and json from files, same transforms, same collate
 and prints a table with ratios: medians of `--rounds` interleaved repeats (the three are measured one
 after another in each round, so load from other processes hits them alike). One intra-op thread everywhere. Timing starts after each loader's first batch (worker start-up excluded).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import random
 import statistics
@@ -30,9 +32,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from yolo9000.data.collate import collate
-from yolo9000.data.decode import decode_image, decode_target
+from yolo9000.data.decode import decode_image, decode_sample, decode_target
 from yolo9000.data.labelmap import LabelMap
 from yolo9000.data.loader import Loader, LoaderConfig, sample_generator, transforms_for
+from yolo9000.data.stream import Slot, SourceStream
 
 WNIDS = ["n00007846", "n02084071", "n02958343"]
 
@@ -115,6 +118,23 @@ class DecodeOnly(IterableDataset):
             yield done
 
 
+class StreamDecode(IterableDataset):
+    """Reference column: the same shard stream decoded, no augmentation or batching (what the rest costs)."""
+
+    def __init__(self, shards: Path, labelmap: LabelMap, total: int, batch_size: int):
+        self.shards, self.labelmap, self.total, self.batch_size = shards, labelmap, total, batch_size
+
+    def __iter__(self):
+        info = get_worker_info()
+        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+        stream = SourceStream(str(self.shards), resampled=True, shuffle=100)
+        samples = stream.iterate(Slot(worker=worker, num_workers=workers))
+        for _ in range(self.total // self.batch_size // workers):
+            for sample in itertools.islice(samples, self.batch_size):
+                decode_sample(sample, self.labelmap)
+            yield self.batch_size
+
+
 class FileDataset(Dataset):
     """Baseline (b): a plain map-style Dataset reading image + json files, same decode and transforms."""
 
@@ -151,12 +171,15 @@ def measure(workers: int, samples: list[dict], shards: Path, paths: list[Path], 
     total_batches = args.passes * len(samples) // args.batch_size
     decode = DataLoader(DecodeOnly([s["jpg"] for s in samples], args.passes, args.batch_size),
                         batch_size=None, num_workers=workers)
+    stream = DataLoader(StreamDecode(shards, labelmap, total_batches * args.batch_size, args.batch_size),
+                        batch_size=None, num_workers=workers)
     files = DataLoader(FileDataset(paths * args.passes, cfg, labelmap), batch_size=args.batch_size,
                        shuffle=True, num_workers=workers, collate_fn=partial(collate, max_boxes=cfg.max_boxes))
     loader = Loader(cfg, labelmap)
     pipeline_batches = (b for _, b in zip(range(total_batches), loader))
     return {
         "decode": rate(decode, lambda n: n),
+        "stream": rate(stream, lambda n: n),
         "files": rate(files, lambda b: len(b["keys"])),
         "pipeline": rate(pipeline_batches, lambda b: len(b["keys"])),
     }
@@ -186,12 +209,12 @@ def main() -> None:
         mean_kb = sum(len(s["jpg"]) for s in samples) / len(samples) / 1e3
         print(f"{len(samples)} samples, mean JPEG {mean_kb:.0f} kB, batch {args.batch_size}, 416x416 output, "
               f"torch threads {torch.get_num_threads()}")
-        print(f"{'workers':>7} {'(a) decode/s':>13} {'(b) files/s':>12} {'pipeline/s':>11} "
-              f"{'pipe/(a)':>9} {'pipe/(b)':>9}")
+        print(f"{'workers':>7} {'(a) decode/s':>13} {'shards+decode/s':>16} {'(b) files/s':>12} "
+              f"{'pipeline/s':>11} {'pipe/(a)':>9} {'pipe/(b)':>9}")
         for workers in args.workers:
             rounds = [measure(workers, samples, shards, paths, args) for _ in range(args.rounds)]
             r = {name: statistics.median(x[name] for x in rounds) for name in rounds[0]}
-            print(f"{workers:>7} {r['decode']:>13.0f} {r['files']:>12.0f} {r['pipeline']:>11.0f} "
+            print(f"{workers:>7} {r['decode']:>13.0f} {r['stream']:>16.0f} {r['files']:>12.0f} {r['pipeline']:>11.0f} "
                   f"{r['pipeline'] / r['decode']:>9.2f} {r['pipeline'] / r['files']:>9.2f}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as nnf
+from torch.utils.data import get_worker_info
 
 from yolo9000.data.transforms import distort_hsv
 
@@ -15,8 +16,18 @@ class CollateError(ValueError):
 
 
 def stack_channels_last(images: list[torch.Tensor]) -> torch.Tensor:
-    """(3, S, S) uint8 images -> (B, 3, S, S) stored channels-last (one copy; cat of HWC views is ~3x faster than stack)."""
-    return torch.cat([image.permute(1, 2, 0)[None] for image in images]).permute(0, 3, 1, 2)
+    """(3, S, S) uint8 images -> (B, 3, S, S) stored channels-last, in one copy.
+
+    Inside a loader worker the batch is written straight into shared memory (as torch's
+    default_collate does), so the DataLoader sends it without another copy of the images.
+    """
+    first = images[0]
+    shape = (len(images), first.shape[1], first.shape[2], first.shape[0])  # (B, S, S, 3)
+    out = None
+    if get_worker_info() is not None:
+        storage = first._typed_storage()._new_shared(len(images) * first.numel(), device=first.device)
+        out = first.new(storage).resize_(shape)
+    return torch.cat([image.permute(1, 2, 0)[None] for image in images], out=out).permute(0, 3, 1, 2)
 
 
 def collate(samples: list[tuple[torch.Tensor, dict]], max_boxes: int = 30) -> dict:
