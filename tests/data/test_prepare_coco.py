@@ -133,7 +133,7 @@ def test_corrupt_image_is_skipped_and_png_is_reencoded_both_counted_and_named(tm
     reencoded = records[png][1]
     assert Image.open(io.BytesIO(reencoded.jpeg)).format == "JPEG"
     assert (reencoded.width, reencoded.height) == (truths[png].width, truths[png].height)
-    assert summary["samples"] == len(truths) - 1
+    assert summary["samples"] == len(truths) - 1 and summary["items"] == len(truths)
 
 
 def test_boxes_are_clipped_to_the_image_and_degenerate_ones_dropped_and_counted(tmp_path, coco):

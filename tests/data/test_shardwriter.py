@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 from PIL import Image, ImageFile
@@ -141,3 +142,9 @@ def test_draft_decode_check_finds_the_same_corrupt_jpegs_as_a_full_decode(progre
         assert (decoded_format_and_size(variant) is None) == full_decode_fails(variant)
     assert decoded_format_and_size(data) == ("JPEG", (320, 240))
     assert sum(full_decode_fails(v) for v in variants) >= 20
+
+
+def test_empty_item_list_writes_an_empty_manifest_and_summary(tmp_path):
+    summary = write_shards([], WriterConfig(out_dir=tmp_path / "out", workers=2, show_progress=False))
+    assert summary["samples"] == summary["shards"] == summary["items"] == 0 and summary["labels"] == {}
+    assert pq.read_table(tmp_path / "out" / "manifest.parquet").num_rows == 0

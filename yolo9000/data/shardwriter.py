@@ -20,6 +20,7 @@ import os
 import re
 import tarfile
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -378,13 +379,12 @@ def run_tasks(tasks: list, config: WriterConfig, total_items: int, finished_item
     bar = tqdm(total=total_items, initial=finished_items, unit="img", desc=f"writing {config.prefix} shards",
                disable=not config.show_progress)
     if config.workers == 1 or len(tasks) <= 1:
-        results = map(write_planned_shard, tasks)
-        for part in results:
-            bar.update(part["items"])
-    else:
-        with pool_context().Pool(min(config.workers, len(tasks))) as pool:
-            for part in pool.imap_unordered(write_planned_shard, tasks):
-                bar.update(part["items"])
+        for task in tasks:
+            bar.update(write_planned_shard(task)["items"])
+    else:  # a worker that dies (e.g. killed for memory) raises BrokenProcessPool here instead of hanging
+        with ProcessPoolExecutor(min(config.workers, len(tasks)), mp_context=pool_context()) as pool:
+            for done in as_completed([pool.submit(write_planned_shard, task) for task in tasks]):
+                bar.update(done.result()["items"])
     bar.close()
 
 
@@ -407,6 +407,7 @@ def summarise(table: pa.Table, parts: list[dict]) -> dict:
     box_labels = value_counts(pc.list_flatten(table["labels"]))
     image_labels = value_counts(table["image_label"].drop_null())
     return {
+        "items": sum(part["items"] for part in parts),
         "samples": table.num_rows,
         "shards": len(parts),
         "detection_samples": table.num_rows - sum(image_labels.values()),
