@@ -174,6 +174,11 @@ def test_malformed_annotation_names_the_file_and_the_annotation(tmp_path, coco, 
     assert str(ann) in str(error.value) and "annotation 5 " in str(error.value)
 
 
+def test_missing_image_folder_is_an_error_naming_it(tmp_path, coco):
+    with pytest.raises(PrepareError, match="val2017 is not a folder"):
+        read_coco(coco[0], tmp_path / "val2017", COCO_MAP)
+
+
 def test_unreadable_annotation_file_is_an_error_naming_it(tmp_path, coco):
     path = tmp_path / "broken.json"
     path.write_text('{"images": [')

@@ -71,6 +71,8 @@ def read_coco(ann_path: str | Path, images_dir: str | Path, name_to_wnid: dict[s
               source: str = "coco", keep_empty: bool = True) -> list[SourceItem]:
     """One SourceItem per image of a COCO instances file, sorted by key."""
     ann_path, images_dir = Path(ann_path), Path(images_dir)
+    if not images_dir.is_dir():
+        raise PrepareError(f"{images_dir} is not a folder: --images must be the folder of the split's images")
     data = load_annotation_file(ann_path)
     wnids = category_wnids(ann_path, data["categories"], name_to_wnid)
     try:
