@@ -150,7 +150,7 @@ class FileDataset(Dataset):
         image = decode_image(path.read_bytes())
         target = decode_target(json.loads(path.with_suffix(".json").read_text()), self.labelmap, str(path))
         target["key"] = path.stem
-        return self.transform(image, target, sample_generator(self.cfg.seed, 0, i, path.stem))
+        return self.transform(image, target, sample_generator(self.cfg.seed, 0, 0, i, path.stem))
 
 
 def rate(batches, count_of) -> float:

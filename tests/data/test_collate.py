@@ -30,6 +30,7 @@ def test_batch_has_the_contract_shapes_dtypes_and_padding():
     assert batch["image_label"].tolist() == [-1, 9, -1]
     assert batch["keys"] == ["coco-1", "imagenet-2", "coco-3"] and batch["sources"] == ["coco", "imagenet", "coco"]
     assert batch["hsv"].tolist() == [[0, 1, 1]] * 3
+    assert batch["orig_sizes"].tolist() == [[32, 32]] * 3
 
 
 def test_boxes_beyond_max_boxes_are_dropped_and_counted():

@@ -35,7 +35,7 @@ def test_every_record_decodes_into_its_boxes_and_labels(tmp_path):
         assert torch.equal(target["boxes"], torch.tensor(meta["boxes"], dtype=torch.float32))
         assert target["labels"].tolist() == [ALL_WNIDS.index(w) for w in meta["labels"]]
         assert target["image_label"] == -1 and not target["is_classification"]
-        assert target["source"] == "coco"
+        assert target["source"] == "coco" and target["orig_size"] == (meta["height"], meta["width"])
 
 
 def test_url_forms_list_brace_pattern_and_directory_name_the_same_shards(tmp_path):

@@ -34,8 +34,8 @@ def collate(samples: list[tuple[torch.Tensor, dict]], max_boxes: int = 30) -> di
     """Stack S x S uint8 images and pad targets to `max_boxes` (darknet's 30; extra boxes dropped, counted).
 
     Returns images (B, 3, S, S) uint8, boxes (B, M, 4) float32 normalised x0 y0 x1 y1, labels (B, M)
-    int64 (-1 padding), num_boxes, is_classification, image_label, hsv (B, 3), keys, sources, and
-    counts of dropped boxes.
+    int64 (-1 padding), num_boxes, is_classification, image_label, hsv (B, 3), orig_sizes (B, 2) (H, W
+    of the stored image, to map letterboxed predictions back), keys, sources, and counts of dropped boxes.
     """
     images = [image for image, _ in samples]
     targets = [target for _, target in samples]
@@ -64,6 +64,7 @@ def collate(samples: list[tuple[torch.Tensor, dict]], max_boxes: int = 30) -> di
         "is_classification": torch.tensor([bool(t["is_classification"]) for t in targets]),
         "image_label": torch.tensor([int(t["image_label"]) for t in targets], dtype=torch.int64),
         "hsv": torch.stack([t.get("hsv", torch.tensor(NO_DISTORTION)) for t in targets]),
+        "orig_sizes": torch.tensor([t.get("orig_size", (height, width)) for t in targets], dtype=torch.int64),
         "keys": [t["key"] for t in targets],
         "sources": [t["source"] for t in targets],
         "dropped": {

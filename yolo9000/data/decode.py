@@ -64,4 +64,5 @@ def decode_sample(sample: dict, labelmap: LabelMap) -> tuple[torch.Tensor, dict]
     except Exception as exn:  # PIL raises several types for broken images
         raise CorruptSampleError(f"{where}: bad JPEG ({type(exn).__name__}: {exn})") from exn
     target["key"] = key
+    target["orig_size"] = (int(image.shape[1]), int(image.shape[2]))  # (H, W) as stored, to undo a letterbox
     return image, target

@@ -81,9 +81,9 @@ def transforms_for(kind: str, cfg: LoaderConfig) -> T.Compose:
     return T.detection_train(cfg.image_size, jitter=cfg.jitter, hsv_on_device=cfg.hsv_on_device)
 
 
-def sample_generator(seed: int, slot_index: int, ordinal: int, key: str) -> torch.Generator:
-    """Per-sample generator seeded from (seed, reader, position in its stream, key): repeatable, independent of workers' state."""
-    digest = hashlib.blake2b(f"{seed}/{slot_index}/{ordinal}/{key}".encode(), digest_size=8).digest()
+def sample_generator(seed: int, epoch: int, slot_index: int, ordinal: int, key: str) -> torch.Generator:
+    """Per-sample generator from (seed, epoch, reader, position in its stream, key): repeatable, never global state."""
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{slot_index}/{ordinal}/{key}".encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
 
 
@@ -126,40 +126,45 @@ class PipelineDataset(IterableDataset):
         skip = batches_before(self.start_step, slot.worker, slot.num_workers) * self.cfg.batch_size
         for _ in zip(range(skip), numbered):  # fast-forward before decoding
             pass
-        corrupt, dropped = 0, {"over_max_boxes": 0, "crowd_or_difficult": 0, "small": 0}
+        dropped = {"over_max_boxes": 0, "crowd_or_difficult": 0, "small": 0}
         pending: list = []
         for ordinal, name, sample in numbered:
-            try:
-                image, target = decode_sample(sample, self.labelmap)
-            except CorruptSampleError as exn:
-                corrupt += 1
-                warnings.warn(f"skipped corrupt sample: {exn}")
+            decoded = self.decode_or_skip(name, sample)
+            if decoded is None:
                 continue
-            generator = sample_generator(self.cfg.seed, slot.index, ordinal, target["key"])
+            image, target = decoded
+            generator = sample_generator(self.cfg.seed, self.epoch, slot.index, ordinal, target["key"])
             pending.append(self.transforms[name](image, target, generator))
             if len(pending) == self.cfg.batch_size:
-                batch = collate(pending, self.cfg.max_boxes)
+                yield self.batch_of(pending, slot, mix, dropped)
                 pending = []
-                for reason, count in batch.pop("dropped").items():
-                    dropped[reason] += count
-                batch["stats"] = self.stats(slot, mix, corrupt, dropped)
-                yield batch
         if pending:  # only a non-resampled (one-epoch) stream ends: its last, short batch
-            batch = collate(pending, self.cfg.max_boxes)
-            for reason, count in batch.pop("dropped").items():
-                dropped[reason] += count
-            batch["stats"] = self.stats(slot, mix, corrupt, dropped)
-            yield batch
+            yield self.batch_of(pending, slot, mix, dropped)
 
-    def stats(self, slot: Slot, mix: Mix, corrupt: int, dropped: dict) -> dict:
-        """Cumulative counters of this worker, for the trainer to report."""
-        return {
+    def decode_or_skip(self, name: str, sample: dict) -> tuple[torch.Tensor, dict] | None:
+        """Decode a raw sample; a corrupt one is warned about (key and shard), counted, and skipped."""
+        try:
+            return decode_sample(sample, self.labelmap)
+        except CorruptSampleError as exn:
+            counters = self.streams[name].counters
+            counters.corrupt_samples += 1
+            counters.note(str(exn))
+            warnings.warn(f"skipped corrupt sample: {exn}")
+            return None
+
+    def batch_of(self, pending: list, slot: Slot, mix: Mix, dropped: dict) -> dict:
+        """Collate, add the dropped-box counts to the running totals, attach this worker's stats."""
+        batch = collate(pending, self.cfg.max_boxes)
+        for reason, count in batch.pop("dropped").items():
+            dropped[reason] += count
+        batch["stats"] = {
             "worker": slot.worker,
-            "corrupt_samples": corrupt,
+            "corrupt_samples": sum(s.counters.corrupt_samples for s in self.streams.values()),
             "unreadable_shards": sum(s.counters.unreadable_shards for s in self.streams.values()),
             "source_counts": dict(mix.counts),
             "dropped_boxes": dict(dropped),
         }
+        return batch
 
 
 class Loader:
