@@ -1,6 +1,5 @@
 import io
 import json
-import os
 from collections import Counter
 from pathlib import Path
 

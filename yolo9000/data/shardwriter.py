@@ -101,7 +101,8 @@ def add_writer_arguments(parser: argparse.ArgumentParser, default_prefix: str) -
     """The options every prepare script shares."""
     parser.add_argument("--out", "-o", type=Path, required=True,
                         help="output folder for <prefix>-NNNNNN.tar shards, manifest.parquet and summary.json; "
-                             "running again into the same folder resumes, keeping finished shards")
+                             "running again with the same input and options resumes, keeping finished shards "
+                             "(_parts/ holds the per-shard manifest parts and the shard plan for that)")
     parser.add_argument("--prefix", default=default_prefix, help="shard file name prefix (default: %(default)s)")
     parser.add_argument("--shard-size", type=parse_size, default=parse_size("100MB"),
                         help="target bytes per shard, planned from the source file sizes; bytes or e.g. "
