@@ -92,6 +92,16 @@ def test_small_boxes_are_dropped_and_the_rest_compacted():
     assert out["boxes"].tolist() == [[0, 0, 50, 50], [0, 60, 30, 100]]
 
 
+def test_shuffled_boxes_keep_their_labels_and_repeat_with_the_seed():
+    boxes = [[i, i, i + 10, i + 10] for i in range(8)]
+    target = target_for(boxes, labels=list(range(100, 108)))
+    _, a = T.ShuffleBoxes()(None, target, torch.Generator().manual_seed(3))
+    _, b = T.ShuffleBoxes()(None, target, torch.Generator().manual_seed(3))
+    assert (a["boxes"][:, 0] + 100).long().tolist() == a["labels"].tolist()
+    assert a["labels"].tolist() != list(range(100, 108)) and torch.equal(a["labels"], b["labels"])
+    assert sorted(a["labels"].tolist()) == list(range(100, 108))
+
+
 def test_crowd_and_difficult_boxes_are_not_training_boxes():
     target = target_for([[0, 0, 5, 5]] * 4, labels=[1, 2, 3, 4], crowd=[False, True, False, False],
                         difficult=[False, False, True, False])

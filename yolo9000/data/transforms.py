@@ -72,6 +72,14 @@ def resize_image(image: torch.Tensor, height: int, width: int, antialias: bool =
     return nnf.interpolate(batch, size=(height, width), mode="bilinear", align_corners=False, antialias=antialias)[0]
 
 
+class ShuffleBoxes:
+    """Random order of the boxes, so the ones kept under the max-boxes cap are a random subset (darknet's randomize_boxes)."""
+
+    def __call__(self, image, target, generator=None):
+        order = torch.randperm(len(target["boxes"]), generator=generator)
+        return image, {**target, **{k: target[k][order] for k in PER_BOX if k in target}}
+
+
 def crop_with_edge_clamp(image: torch.Tensor, left: int, top: int, width: int, height: int) -> torch.Tensor:
     """Crop a rectangle that may reach outside the image; outside pixels take the nearest edge pixel (slow reference path)."""
     _, h, w = image.shape
@@ -267,9 +275,10 @@ class RandomRotation:
 
 def detection_train(size: int, jitter: float = 0.2, hue: float = 0.1, saturation: float = 1.5,
                     exposure: float = 1.5, hsv_on_device: bool = True) -> Compose:
-    """darknet v2-paper load_data_detection: jitter crop, resize, flip, HSV distortion; boxes clipped, tiny ones dropped."""
+    """darknet v2-paper load_data_detection: boxes shuffled, jitter crop, resize, flip, HSV distortion; boxes clipped, tiny ones dropped."""
     return Compose([
         DropNonTrainingBoxes(),
+        ShuffleBoxes(),
         JitterCropResize(size, jitter),
         RandomHorizontalFlip(0.5),
         RandomDistortHSV(hue, saturation, exposure, on_device=hsv_on_device),
