@@ -103,3 +103,14 @@ def test_corrupt_image_inside_a_synset_tar_is_skipped_and_named(tmp_path):
     summary = prepare(tmp_path / "shards", read_imagenet(tmp_path / "fall11"), workers=1)
     assert sorted(read_shards(tmp_path / "shards", "imagenet")) == sorted(truths)
     assert summary["skipped"]["corrupt_image"] == {"count": 1, "examples": ["n02084071.tar/n02084071_999.JPEG"]}
+
+
+def test_shards_are_byte_identical_whatever_the_number_of_workers(tmp_path):
+    build_imagenet_tars(tmp_path / "fall11", per_class=4)
+    items = read_imagenet(tmp_path / "fall11")
+    prepare(tmp_path / "one", items, workers=1)
+    prepare(tmp_path / "two", items, workers=2)
+    one, two = sorted((tmp_path / "one").glob("*.tar")), sorted((tmp_path / "two").glob("*.tar"))
+    assert [p.name for p in one] == [p.name for p in two] and len(one) > 1
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two))
+    assert pq.read_table(tmp_path / "one" / "manifest.parquet").equals(pq.read_table(tmp_path / "two" / "manifest.parquet"))
