@@ -106,7 +106,7 @@ def test_corrupt_image_inside_a_synset_tar_is_skipped_and_named(tmp_path):
 
 
 def test_shards_are_byte_identical_whatever_the_number_of_workers(tmp_path):
-    build_imagenet_tars(tmp_path / "fall11", per_class=4)
+    build_imagenet_tars(tmp_path / "fall11", per_class=8)
     items = read_imagenet(tmp_path / "fall11")
     prepare(tmp_path / "one", items, workers=1)
     prepare(tmp_path / "two", items, workers=2)
