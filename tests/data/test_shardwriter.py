@@ -148,3 +148,11 @@ def test_empty_item_list_writes_an_empty_manifest_and_summary(tmp_path):
     summary = write_shards([], WriterConfig(out_dir=tmp_path / "out", workers=2, show_progress=False))
     assert summary["samples"] == summary["shards"] == summary["items"] == 0 and summary["labels"] == {}
     assert pq.read_table(tmp_path / "out" / "manifest.parquet").num_rows == 0
+
+
+def test_multi_picture_jpeg_from_a_camera_keeps_its_original_bytes(tmp_path):
+    path = tmp_path / "camera.jpg"
+    shapes_image(40, 30, 0).save(path, format="MPO", save_all=True, append_images=[shapes_image(40, 30, 1)])
+    assert Image.open(path).format == "MPO"
+    record, events = materialise(item_for(path))
+    assert events == [] and record.jpeg == path.read_bytes() and (record.width, record.height) == (40, 30)

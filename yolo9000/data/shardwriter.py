@@ -34,6 +34,7 @@ from tqdm import tqdm
 from yolo9000.data.schema import MANIFEST_SCHEMA, SampleRecord, record_to_wds, validate_record
 
 PARTS_DIR = "_parts"
+JPEG_FORMATS = {"JPEG", "MPO"}  # PIL names a JPEG with a multi-picture (camera) extension "MPO"
 MAX_EXAMPLES = 10
 
 
@@ -166,7 +167,7 @@ def decoded_format_and_size(data: bytes) -> tuple[str, tuple[int, int]] | None:
     try:
         image = Image.open(io.BytesIO(data))
         fmt, size = image.format, image.size
-        if fmt == "JPEG":
+        if fmt in JPEG_FORMATS:
             image.draft(image.mode, (1, 1))
         image.load()
     except Exception:
@@ -179,7 +180,7 @@ def verifies_as_jpeg(data: bytes) -> bool:
     try:
         probe = Image.open(io.BytesIO(data))
         probe.verify()
-        return probe.format == "JPEG"
+        return probe.format in JPEG_FORMATS
     except Exception:
         return False
 
@@ -188,7 +189,7 @@ def decode(data: bytes, size: tuple[int, int]) -> Image.Image:
     """The decoded image, at least `size` large (a JPEG meant for a smaller size decodes at a reduced
     DCT scale first, as PIL's thumbnail does), for re-encoding or resizing."""
     image = Image.open(io.BytesIO(data))
-    if image.format == "JPEG":
+    if image.format in JPEG_FORMATS:
         image.draft("RGB", size)
     image.load()
     return image
@@ -222,7 +223,7 @@ def materialise(item: SourceItem, max_side: int | None = None, jpeg_quality: int
     (fmt, (width, height)), verified_jpeg = decoded, verifies_as_jpeg(data)
     events = []
     if not verified_jpeg:
-        reason = "reencoded_unverifiable_jpeg" if fmt == "JPEG" else "reencoded_non_jpeg"
+        reason = "reencoded_unverifiable_jpeg" if fmt in JPEG_FORMATS else "reencoded_non_jpeg"
         events.append((reason, 1, item.file))
     boxes = np.asarray(item.boxes, np.float32).reshape(-1, 4)
     boxes, keep, changed = clip_boxes(boxes, width, height)
