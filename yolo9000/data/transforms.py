@@ -62,6 +62,14 @@ class DropNonTrainingBoxes:
         return image, target
 
 
+class ShuffleBoxes:
+    """Random order of the boxes, so the ones kept under the max-boxes cap are a random subset (darknet's randomize_boxes)."""
+
+    def __call__(self, image, target, generator=None):
+        order = torch.randperm(len(target["boxes"]), generator=generator)
+        return image, {**target, **{k: target[k][order] for k in PER_BOX if k in target}}
+
+
 def resize_image(image: torch.Tensor, height: int, width: int, antialias: bool = False) -> torch.Tensor:
     """Bilinear resize of a (3, H, W) uint8 image, through torch's fast channels-last uint8 kernel.
 
@@ -70,14 +78,6 @@ def resize_image(image: torch.Tensor, height: int, width: int, antialias: bool =
     """
     batch = image.permute(1, 2, 0)[None].permute(0, 3, 1, 2)  # (1, 3, H, W) with unambiguous channels-last strides
     return nnf.interpolate(batch, size=(height, width), mode="bilinear", align_corners=False, antialias=antialias)[0]
-
-
-class ShuffleBoxes:
-    """Random order of the boxes, so the ones kept under the max-boxes cap are a random subset (darknet's randomize_boxes)."""
-
-    def __call__(self, image, target, generator=None):
-        order = torch.randperm(len(target["boxes"]), generator=generator)
-        return image, {**target, **{k: target[k][order] for k in PER_BOX if k in target}}
 
 
 def crop_with_edge_clamp(image: torch.Tensor, left: int, top: int, width: int, height: int) -> torch.Tensor:
