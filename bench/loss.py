@@ -78,9 +78,11 @@ def measure(case: str, part: str, batch: int, size: int, device: str, repeats: i
     targets = {k: v.to(device) for k, v in make(batch).items()}
 
     def network_step():
+        network.zero_grad(set_to_none=True)  # as a training step does
         network(images).backward(torch.ones_like(output))
 
     def loss_step():
+        output.grad = None
         criterion(output, targets).total.backward()
 
     step = network_step if part == "network" else loss_step

@@ -64,42 +64,49 @@ class RegionLossResult:
 
 @dataclass(frozen=True)
 class Predictions:
-    """The head output split per entry: σ(tx), σ(ty), raw tw, th, σ(to) (B, A, H, W), class logits."""
+    """The head entries per anchor: σ(tx), σ(ty), raw tw, th, σ(to), and class logits at chosen slots."""
 
     xy: Tensor  # (B, A, H, W, 2) after the logistic
     twh: Tensor  # (B, A, H, W, 2) raw
     objectness: Tensor  # (B, A, H, W) after the logistic
-    objectness_logits: Tensor  # (B, A, H, W)
-    raw: Tensor  # (B, A, 5 + C, H, W), a view of the output
-
-    @property
-    def class_logits(self) -> Tensor:
-        """(B, A, C, H, W) view; for searches without gradient (each use adds an output-sized gradient)."""
-        return self.raw[:, :, 5:]
-
-    def rows(self, slots: Tensor) -> Tensor:
-        """(N, 5 + C) entries at flat (B, A, H, W) slots, gathered in one indexing op of the output."""
-        batch, num_anchors, _, height, width = self.raw.shape
-        image, rest = slots // (num_anchors * height * width), slots % (num_anchors * height * width)
-        anchor, location = rest // (height * width), rest % (height * width)
-        return self.raw[image, anchor, :, location // width, location % width]
+    class_rows: Tensor  # (N, C) class logits at the requested slots
 
 
-def split_output(output: Tensor, num_anchors: int, num_classes: int) -> Predictions:
-    """View (B, A·(5+C), H, W) as darknet's per-anchor entries (darknet-notes.md, "Tensor layout").
-
-    The box and objectness entries are taken with one slice: every separate view of the (large) output
-    costs an output-sized gradient buffer in the backward pass.
-    """
+def region_view(output: Tensor, num_anchors: int, num_classes: int) -> Tensor:
+    """(B, A, 5 + C, H, W) view of (B, A·(5+C), H, W) (darknet-notes.md, "Tensor layout")."""
     batch, channels, height, width = output.shape
     if channels != num_anchors * (5 + num_classes):
         raise ValueError(
             f"region output has {channels} channels; {num_anchors} anchors × (5 + {num_classes} classes) "
             f"= {num_anchors * (5 + num_classes)} expected: check the head's anchors and classes"
         )
-    raw = output.view(batch, num_anchors, 5 + num_classes, height, width)
-    head = raw[:, :, :5].permute(0, 1, 3, 4, 2)  # (B, A, H, W, 5)
-    return Predictions(head[..., :2].sigmoid(), head[..., 2:4], head[..., 4].sigmoid(), head[..., 4], raw)
+    return output.view(batch, num_anchors, 5 + num_classes, height, width)
+
+
+def gather_predictions(raw: Tensor, slots: Tensor) -> Predictions:
+    """Box and objectness entries of every anchor plus the class logits at `slots`, in ONE gather.
+
+    Every separate view or index of the (large, with 9k classes) output costs an output-sized gradient
+    buffer in the backward pass; one flat gather costs one. Slots index the flattened (B, A, H, W) grid.
+    """
+    batch, num_anchors, entries, height, width = raw.shape
+    locations = height * width
+    anchor_start = torch.arange(batch * num_anchors, device=raw.device) * entries * locations  # (B·A,)
+    entry = torch.arange(entries, device=raw.device) * locations
+    location = torch.arange(locations, device=raw.device)
+    head_index = anchor_start[:, None, None] + entry[None, :5, None] + location[None, None, :]  # (B·A, 5, HW)
+    slot_start = anchor_start[slots // locations] + slots % locations  # (N,)
+    row_index = slot_start[:, None] + entry[None, 5:]  # (N, C)
+    values = raw.reshape(-1)[torch.cat([head_index.reshape(-1), row_index.reshape(-1)])]
+    head = values[: head_index.numel()].view(batch, num_anchors, 5, height, width).permute(0, 1, 3, 4, 2)
+    class_rows = values[head_index.numel() :].view(len(slots), entries - 5)
+    return Predictions(head[..., :2].sigmoid(), head[..., 2:4], head[..., 4].sigmoid(), class_rows)
+
+
+def decode_detached(raw: Tensor, anchors: Tensor) -> Tensor:
+    """(B, A, H, W, 4) normalised boxes of the current predictions, without gradient."""
+    head = raw.detach()[:, :, :4].permute(0, 1, 3, 4, 2)
+    return decode_boxes(head[..., :2].sigmoid(), head[..., 2:], anchors)
 
 
 def coord_loss(pred: Predictions, assignment: Assignment, truths: Truths, config: RegionLossConfig) -> Tensor:
@@ -176,15 +183,13 @@ class RegionLoss(nn.Module):
         if self.training:
             self.seen += output.shape[0]  # darknet: seen += batch before the forward pass
         tree, anchors = self._tree_on(output.device), self.anchors.to(output.dtype)
-        pred = split_output(output, len(self.anchors), self.num_classes)
-        with torch.no_grad():
-            pred_boxes = decode_boxes(pred.xy, pred.twh, anchors)
+        raw = region_view(output, len(self.anchors), self.num_classes)
         targets = {**targets, "boxes": targets["boxes"].to(output)}
-        matched = build_targets(pred_boxes, pred.objectness_logits, pred.class_logits, targets, anchors, tree,
-                                self.config.thresh, self.config.bias_match)
+        matched = build_targets(decode_detached(raw, anchors), raw.detach()[:, :, 4], raw.detach()[:, :, 5:],
+                                targets, anchors, tree, self.config.thresh, self.config.bias_match)
         slots = matched.assignment.slot
-        rows = pred.rows(torch.cat([slots, matched.chosen_slot]))[:, 5:]  # (T + Bc, C), one gather
-        class_rows, chosen_rows = rows[: len(slots)], rows[len(slots) :]
+        pred = gather_predictions(raw, torch.cat([slots, matched.chosen_slot]))
+        class_rows, chosen_rows = pred.class_rows[: len(slots)], pred.class_rows[len(slots) :]
         terms = self._terms(pred, matched, class_rows, chosen_rows, tree)
         stats = self._stats(pred, matched, class_rows, chosen_rows, tree)
         return RegionLossResult(sum(terms.values()), terms, stats)
