@@ -65,7 +65,7 @@ def test_manifest_rows_equal_the_shard_records_and_summary_counts_the_source(tmp
     assert summary["boxes"] == sum(label_boxes.values())
     assert summary["crowd_boxes"] == 1
     assert {w: v["boxes"] for w, v in summary["labels"].items()} == dict(label_boxes)
-    assert summary["skipped"] == {} and summary["changed"] == {}
+    assert summary["skipped"] == {} and summary["changed"] == {} and summary["noticed"] == {}
 
 
 def test_image_without_annotations_is_an_empty_detection_sample_unless_dropped(tmp_path, coco):
@@ -155,6 +155,18 @@ def test_boxes_are_clipped_to_the_image_and_degenerate_ones_dropped_and_counted(
     assert len(record.boxes) == len(truth.boxes) + 1
     assert summary["changed"]["boxes_clipped"] == {"count": 1, "examples": [first]}
     assert summary["changed"]["degenerate_boxes_dropped"] == {"count": 2, "examples": [first]}
+
+
+def test_image_whose_size_differs_from_the_annotation_is_kept_and_noticed(tmp_path, coco):
+    def edit(data):
+        data["images"][3]["width"] += 10
+
+    ann, images = bad_copy(tmp_path, coco, edit)
+    file = json.loads(ann.read_text())["images"][3]["file_name"]
+    _, summary = prepare(tmp_path, ann, images, workers=1)
+    assert summary["samples"] == len(coco[2])
+    assert summary["noticed"]["size_differs_from_annotation"]["count"] == 1
+    assert summary["noticed"]["size_differs_from_annotation"]["examples"][0].startswith(file + ": annotation says")
 
 
 @pytest.mark.parametrize("bad_field, value, message", [

@@ -33,6 +33,7 @@ def test_prepared_records_match_the_xml_with_one_based_pixels_made_zero_based(tm
         assert record.jpeg == truth.data
     rows = pq.read_table(out / "manifest.parquet").to_pylist()
     assert {r["file"]: r["difficult"] for r in rows} == {f: t.difficult for f, t in truths.items()}
+    assert summary["noticed"] == {} and summary["changed"] == {}
     assert summary["difficult_boxes"] == sum(sum(t.difficult) for t in truths.values()) > 0
     assert {w: v["boxes"] for w, v in summary["labels"].items()} == dict(
         Counter(w for t in truths.values() for w in t.labels))

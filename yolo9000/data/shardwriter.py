@@ -57,6 +57,7 @@ class SourceItem:
     image_label: str | None = None
     member: tuple[int, int] | None = None  # (offset, size) of the image inside the tar at `path`
     size_estimate: int = 0
+    annotated_size: tuple[int, int] | None = None  # (width, height) the annotation file states, if any
 
     def describe(self) -> dict:
         """What identifies the item in the shard plan's fingerprint."""
@@ -140,9 +141,11 @@ def summary_line(summary: dict) -> str:
     """One line for the end of a run."""
     skipped = sum(v["count"] for v in summary["skipped"].values())
     changed = ", ".join(f"{k} {v['count']}" for k, v in sorted(summary["changed"].items())) or "none"
+    noticed = ", ".join(f"{k} {v['count']}" for k, v in sorted(summary["noticed"].items())) or "none"
     return (f"{summary['samples']} samples ({summary['detection_samples']} detection, "
             f"{summary['classification_samples']} classification, {summary['boxes']} boxes) in "
-            f"{summary['shards']} shards; {skipped} items skipped; changed: {changed}")
+            f"{summary['shards']} shards; {skipped} items skipped; changed: {changed}; noticed: {noticed} "
+            "(details in summary.json)")
 
 
 # ---------------------------------------------------------------- items → records
@@ -222,6 +225,10 @@ def materialise(item: SourceItem, max_side: int | None = None, jpeg_quality: int
         return None, [("corrupt_image", 1, item.file)]
     (fmt, (width, height)), verified_jpeg = decoded, verifies_as_jpeg(data)
     events = []
+    if item.annotated_size is not None and tuple(item.annotated_size) != (width, height):
+        events.append(("size_differs_from_annotation", 1,
+                       f"{item.file}: annotation says {item.annotated_size[0]}x{item.annotated_size[1]}, "
+                       f"image is {width}x{height}"))
     if not verified_jpeg:
         reason = "reencoded_unverifiable_jpeg" if fmt in JPEG_FORMATS else "reencoded_non_jpeg"
         events.append((reason, 1, item.file))
@@ -397,12 +404,13 @@ def value_counts(values: pa.ChunkedArray | pa.Array) -> dict[str, int]:
 
 
 def summarise(table: pa.Table, parts: list[dict]) -> dict:
-    """`summary.json`: samples, shards, counts per label, skipped and changed items with examples."""
-    skip_reasons = {"corrupt_image", "unreadable_image"}
-    skipped, changed = {}, {}
+    """`summary.json`: samples, shards, counts per label; skipped, changed and noticed items with examples."""
+    skip_reasons, notice_reasons = {"corrupt_image", "unreadable_image"}, {"size_differs_from_annotation"}
+    skipped, changed, noticed = {}, {}, {}
     for part in parts:
         for reason, count, example in part["events"]:
-            entry = (skipped if reason in skip_reasons else changed).setdefault(reason, {"count": 0, "examples": []})
+            group = skipped if reason in skip_reasons else noticed if reason in notice_reasons else changed
+            entry = group.setdefault(reason, {"count": 0, "examples": []})
             entry["count"] += count
             if len(entry["examples"]) < MAX_EXAMPLES:
                 entry["examples"].append(example)
@@ -421,6 +429,7 @@ def summarise(table: pa.Table, parts: list[dict]) -> dict:
                    for w in sorted(set(box_labels) | set(image_labels))},
         "skipped": skipped,
         "changed": changed,
+        "noticed": noticed,
     }
 
 

@@ -77,6 +77,8 @@ def read_coco(ann_path: str | Path, images_dir: str | Path, name_to_wnid: dict[s
     wnids = category_wnids(ann_path, data["categories"], name_to_wnid)
     try:
         files = {image["id"]: str(image["file_name"]) for image in data["images"]}
+        sizes = {image["id"]: (image["width"], image["height"]) for image in data["images"]
+                 if "width" in image and "height" in image}
     except (KeyError, TypeError) as error:
         raise PrepareError(f"{ann_path}: every image needs an 'id' and a 'file_name' ({error})") from error
     per_image = {image_id: [] for image_id in files}
@@ -94,6 +96,6 @@ def read_coco(ann_path: str | Path, images_dir: str | Path, name_to_wnid: dict[s
             key=image_key(source, image_id), source=source, file=file, path=str(images_dir / file),
             boxes=np.array([a[0] for a in anns], np.float32).reshape(-1, 4), labels=[a[1] for a in anns],
             crowd=[a[2] for a in anns], difficult=[False] * len(anns),
-            size_estimate=file_size(images_dir / file),
+            size_estimate=file_size(images_dir / file), annotated_size=sizes.get(image_id),
         ))
     return sorted(items, key=lambda item: item.key)

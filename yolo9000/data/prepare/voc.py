@@ -46,14 +46,18 @@ def parse_object(path: Path, index: int, obj: ET.Element) -> tuple[str, list[flo
     return name, box, difficult
 
 
-def parse_annotation(path: Path) -> tuple[str | None, list[tuple[str, list[float], bool]]]:
-    """(image file name or None, objects) of one VOC annotation file."""
+def parse_annotation(path: Path) -> tuple[str | None, tuple[int, int] | None, list[tuple[str, list[float], bool]]]:
+    """(image file name or None, (width, height) or None, objects) of one VOC annotation file."""
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as error:
         raise PrepareError(f"{path}: cannot read VOC annotation: {error}") from error
     objects = [parse_object(path, i, obj) for i, obj in enumerate(root.findall("object"))]
-    return root.findtext("filename"), objects
+    try:
+        size = (int(root.findtext("size/width")), int(root.findtext("size/height")))
+    except (TypeError, ValueError):
+        size = None  # optional: only used to notice an image that differs from its annotation
+    return root.findtext("filename"), size, objects
 
 
 def read_voc(root: str | Path, name_to_wnid: dict[str, str], split: str = "trainval",
@@ -62,21 +66,22 @@ def read_voc(root: str | Path, name_to_wnid: dict[str, str], split: str = "train
     root = Path(root)
     parsed = {image_id: parse_annotation(root / "Annotations" / f"{image_id}.xml")
               for image_id in read_split(root, split)}
-    unknown = sorted({name for _, objects in parsed.values() for name, _, _ in objects} - set(name_to_wnid))
+    unknown = sorted({name for _, _, objects in parsed.values() for name, _, _ in objects} - set(name_to_wnid))
     if unknown:
         raise PrepareError(f"{root / 'Annotations'}: class names {unknown} are not in the label map; add them "
                            "as 'name<TAB>wnid' lines to a map file and pass it with --label-map")
-    bad = invalid_wnids(name_to_wnid[name] for _, objects in parsed.values() for name, _, _ in objects)
+    bad = invalid_wnids(name_to_wnid[name] for _, _, objects in parsed.values() for name, _, _ in objects)
     if bad:
         raise PrepareError(f"the label map gives {bad} for classes of {root / 'Annotations'}, which are not "
                            "WordNet ids (n + 8 digits); fix those lines of the map")
     items = []
-    for image_id, (filename, objects) in parsed.items():
+    for image_id, (filename, size, objects) in parsed.items():
         file = f"JPEGImages/{(filename or image_id + '.jpg').strip()}"
         items.append(SourceItem(
             key=f"{source}-{image_id.replace('.', '_')}", source=source, file=file, path=str(root / file),
             boxes=np.array([box for _, box, _ in objects], np.float32).reshape(-1, 4),
             labels=[name_to_wnid[name] for name, _, _ in objects], crowd=[False] * len(objects),
             difficult=[difficult for _, _, difficult in objects], size_estimate=file_size(root / file),
+            annotated_size=size,
         ))
     return sorted(items, key=lambda item: item.key)
