@@ -18,6 +18,11 @@ class terms, so ∂total/∂raw output = −(darknet's delta, through the logist
 There is no division by the batch size. Without a tree the classes are one flat softmax (a tree whose
 nodes are all roots); classification-only images then take the same path with a flat softmax.
 
+`RegionLossResult`: total (scalar), terms {coord, objectness, noobject, prior, class} (scalars that sum to
+total), stats {avg_iou, class, obj, no_obj, avg_recall, count} as darknet prints them (NaN where darknet
+divides by a zero count). Where darknet's CPU and GPU paths differ, the GPU path is followed (the CPU tree
+softmax is broken, darknet-notes.md "Tensor layout"). Box rows are not limited to darknet's 30.
+
 `seen` (images seen) is a buffer, saved in the state dict. As darknet's train_network_datum does
 `seen += batch` before the forward pass, a training-mode forward first adds B, then applies the prior
 term while seen < prior_images; an eval-mode forward leaves it unchanged.
