@@ -114,3 +114,10 @@ def test_shards_are_byte_identical_whatever_the_number_of_workers(tmp_path):
     assert [p.name for p in one] == [p.name for p in two] and len(one) > 1
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two))
     assert pq.read_table(tmp_path / "one" / "manifest.parquet").equals(pq.read_table(tmp_path / "two" / "manifest.parquet"))
+
+
+def test_unreadable_synset_tar_is_an_error_naming_it(tmp_path):
+    build_imagenet_tars(tmp_path / "fall11", per_class=1)
+    (tmp_path / "fall11" / "n09999999.tar").write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(PrepareError, match=r"n09999999\.tar: cannot read synset tar"):
+        read_imagenet(tmp_path / "fall11")
