@@ -132,14 +132,14 @@ def group_log_softmax(logits: Tensor, tree: TreeArrays) -> Tensor:
 def absolute_log_probs(conditional_log_probs: Tensor, tree: TreeArrays) -> Tensor:
     """(..., C) log P(node): conditional log-probs summed along each node's path to its root.
 
-    One pass per tree level (at most D), like darknet's hierarchy_predictions in index order.
+    Level by level from the roots down, touching each node once, like darknet's hierarchy_predictions
+    in index order.
     """
-    absolute = conditional_log_probs
-    has_parent = tree.parent >= 0
-    parent = tree.parent.clamp(min=0)
-    for _ in range(tree.max_depth - 1):
-        above = torch.where(has_parent, absolute[..., parent], torch.zeros_like(absolute))
-        absolute = conditional_log_probs + above
+    absolute = conditional_log_probs.clone()
+    for depth in range(1, tree.max_depth):
+        nodes = torch.nonzero(tree.depth == depth).reshape(-1)
+        above = absolute.index_select(-1, tree.parent[nodes])
+        absolute.index_copy_(-1, nodes, conditional_log_probs.index_select(-1, nodes) + above)
     return absolute
 
 
