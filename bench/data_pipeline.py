@@ -8,8 +8,8 @@ For loader worker counts 0, 1, 2 it measures samples/s of
   (a)      : decoding the same JPEGs alone (in memory, same worker count; nothing else)
   shards+decode: the same shard stream decoded, no augmentation (shows what augmentation + batching cost)
   (b)      : a plain map-style Dataset reading the same images and json from files, same transforms, same collate
-and prints a table with ratios: medians of `--rounds` interleaved repeats (the three are measured one
-after another in each round, so load from other processes hits them alike). One intra-op thread everywhere. Timing starts after each loader's first batch (worker start-up excluded).
+and prints a table with ratios: medians of `--rounds` repeats, each measuring all columns one after
+another in an order rotated per round, so load from other processes hits them alike. One intra-op thread everywhere. Timing starts after each loader's first batch (worker start-up excluded).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from yolo9000.data.collate import collate
 from yolo9000.data.decode import decode_image, decode_sample, decode_target
 from yolo9000.data.labelmap import LabelMap
 from yolo9000.data.loader import Loader, LoaderConfig, sample_generator, transforms_for
+from yolo9000.data.schema import SampleRecord
+from yolo9000.data.shardwriter import write_tar
 from yolo9000.data.stream import Slot, SourceStream
 
 WNIDS = ["n00007846", "n02084071", "n02958343"]
@@ -68,12 +70,12 @@ def build_samples(count: int, seed: int = 0) -> list[dict]:
 
 
 def write_shards(samples: list[dict], directory: Path, per_shard: int = 50) -> None:
-    """The samples as WebDataset shards bench-000000.tar, ..."""
+    """The samples as shards bench-000000.tar, ..., written by the project's shard writer (same tar headers)."""
     directory.mkdir(parents=True, exist_ok=True)
-    for start in range(0, len(samples), per_shard):
-        with wds.TarWriter(str(directory / f"bench-{start // per_shard:06d}.tar")) as writer:
-            for s in samples[start : start + per_shard]:
-                writer.write({"__key__": s["__key__"], "jpg": s["jpg"], "json": json.dumps(s["meta"]).encode()})
+    records = [SampleRecord(key=s["__key__"], jpeg=s["jpg"], **{k: v for k, v in s["meta"].items()})
+               for s in samples]
+    for start in range(0, len(records), per_shard):
+        write_tar(records[start : start + per_shard], directory / f"bench-{start // per_shard:06d}.tar")
 
 
 def read_shards(directory: Path) -> list[dict]:
@@ -163,26 +165,34 @@ def rate(batches, count_of) -> float:
     return samples / (time.perf_counter() - start)
 
 
-def measure(workers: int, samples: list[dict], shards: Path, paths: list[Path], args) -> dict:
-    """Samples/s of the pipeline and both baselines for one worker count."""
+def measure(workers: int, samples: list[dict], shards: Path, paths: list[Path], args, round_index: int) -> dict:
+    """Samples/s of the pipeline and the baselines for one worker count, in an order rotated per round."""
     labelmap = LabelMap.from_classes(WNIDS)
     cfg = LoaderConfig(sources=[{"name": "bench", "urls": str(shards)}], batch_size=args.batch_size,
-                       image_size=416, num_workers=workers, shuffle_buffer=100, seed=0, persistent_workers=False)
+                       image_size=416, num_workers=workers, shuffle_buffer=100, seed=round_index,
+                       persistent_workers=False)
     total_batches = args.passes * len(samples) // args.batch_size
-    decode = DataLoader(DecodeOnly([s["jpg"] for s in samples], args.passes, args.batch_size),
-                        batch_size=None, num_workers=workers)
-    stream = DataLoader(StreamDecode(shards, labelmap, total_batches * args.batch_size, args.batch_size),
-                        batch_size=None, num_workers=workers)
-    files = DataLoader(FileDataset(paths * args.passes, cfg, labelmap), batch_size=args.batch_size,
-                       shuffle=True, num_workers=workers, collate_fn=partial(collate, max_boxes=cfg.max_boxes))
-    loader = Loader(cfg, labelmap)
-    pipeline_batches = (b for _, b in zip(range(total_batches), loader))
-    return {
-        "decode": rate(decode, lambda n: n),
-        "stream": rate(stream, lambda n: n),
-        "files": rate(files, lambda b: len(b["keys"])),
-        "pipeline": rate(pipeline_batches, lambda b: len(b["keys"])),
-    }
+
+    def decode() -> float:
+        jpegs = DecodeOnly([s["jpg"] for s in samples], args.passes, args.batch_size)
+        return rate(DataLoader(jpegs, batch_size=None, num_workers=workers), lambda n: n)
+
+    def stream() -> float:
+        decoded = StreamDecode(shards, labelmap, total_batches * args.batch_size, args.batch_size)
+        return rate(DataLoader(decoded, batch_size=None, num_workers=workers), lambda n: n)
+
+    def files() -> float:
+        dataset = FileDataset(paths * args.passes, cfg, labelmap)
+        return rate(DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=workers,
+                               collate_fn=partial(collate, max_boxes=cfg.max_boxes)), lambda b: len(b["keys"]))
+
+    def pipeline() -> float:
+        batches = iter(Loader(cfg, labelmap))
+        return rate((next(batches) for _ in range(total_batches)), lambda b: len(b["keys"]))
+
+    runs = [("decode", decode), ("stream", stream), ("files", files), ("pipeline", pipeline)]
+    shift = round_index % len(runs)
+    return {name: run() for name, run in runs[shift:] + runs[:shift]}
 
 
 def main() -> None:
@@ -212,7 +222,7 @@ def main() -> None:
         print(f"{'workers':>7} {'(a) decode/s':>13} {'shards+decode/s':>16} {'(b) files/s':>12} "
               f"{'pipeline/s':>11} {'pipe/(a)':>9} {'pipe/(b)':>9}")
         for workers in args.workers:
-            rounds = [measure(workers, samples, shards, paths, args) for _ in range(args.rounds)]
+            rounds = [measure(workers, samples, shards, paths, args, i) for i in range(args.rounds)]
             r = {name: statistics.median(x[name] for x in rounds) for name in rounds[0]}
             print(f"{workers:>7} {r['decode']:>13.0f} {r['stream']:>16.0f} {r['files']:>12.0f} {r['pipeline']:>11.0f} "
                   f"{r['pipeline'] / r['decode']:>9.2f} {r['pipeline'] / r['files']:>9.2f}")
