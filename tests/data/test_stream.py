@@ -3,15 +3,18 @@ import http.server
 import io
 import itertools
 import json
+import random
 import threading
 
 import pytest
 import torch
 from PIL import Image
 
-from shards import ALL_WNIDS, detection_shards, jpeg_bytes
+from shards import ALL_WNIDS, classification_record, detection_record, detection_shards, jpeg_bytes
 from yolo9000.data.decode import decode_image, decode_sample
 from yolo9000.data.labelmap import LabelMap
+from yolo9000.data.schema import SampleRecord
+from yolo9000.data.shardwriter import write_tar
 from yolo9000.data.stream import Slot, SourceStream, StreamError, list_shards
 
 
@@ -136,3 +139,18 @@ def test_greyscale_jpeg_decodes_to_three_channels():
     image = decode_image(jpeg_bytes(20, 10, [[0, 0, 10, 10]], mode="L"))
     assert image.shape == (3, 10, 20) and torch.equal(image[0], image[1])
     assert image[:, :, :8].float().mean() > 200 and image[:, :, 12:].float().mean() < 60
+
+
+def test_shards_from_the_project_shard_writer_stream_and_decode(tmp_path):
+    rng = random.Random(5)
+    raw = [detection_record("coco", i, rng) for i in range(3)] + [classification_record("imagenet", 3, rng)]
+    records = [SampleRecord(key=r["__key__"], jpeg=r["jpg"], **r["meta"]) for r in raw]
+    write_tar(records, tmp_path / "mixed-000000.tar")
+    labelmap = LabelMap.from_classes(ALL_WNIDS)
+    stream = SourceStream(str(tmp_path), resampled=False, shardshuffle=False, shuffle=0)
+    decoded = [decode_sample(sample, labelmap) for sample in stream.iterate(Slot())]
+    assert [t["key"] for _, t in decoded] == [r["__key__"] for r in raw]
+    for (image, target), r in zip(decoded, raw):
+        assert torch.equal(target["boxes"], torch.tensor(r["meta"]["boxes"], dtype=torch.float32).reshape(-1, 4))
+        assert target["is_classification"] == (r["meta"]["image_label"] is not None)
+        assert image.shape == (3, r["meta"]["height"], r["meta"]["width"])
