@@ -138,3 +138,10 @@ def test_resampled_loader_with_more_workers_than_shards_keeps_delivering(tmp_pat
     for rank in range(2):
         batches = take(Loader(cfg, LABELMAP, rank=rank, world_size=2), 6)
         assert len(batches) == 6 and all(len(b["keys"]) == 4 for b in batches)
+
+
+def test_each_rank_repeats_its_own_sequence_and_ranks_differ(two_sources):
+    cfg = config(two_sources)
+    keys = {rank: [b["keys"] for b in take(Loader(cfg, LABELMAP, rank=rank, world_size=2), 4)] for rank in range(2)}
+    again = [b["keys"] for b in take(Loader(cfg, LABELMAP, rank=1, world_size=2), 4)]
+    assert again == keys[1] and keys[0] != keys[1]
