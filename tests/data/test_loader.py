@@ -70,6 +70,21 @@ def test_resuming_at_a_step_yields_exactly_the_following_batches(two_sources, nu
     assert_same_batches(uninterrupted[start_step:], resumed)
 
 
+def test_resuming_from_saved_positions_is_exact_even_after_corrupt_samples(tmp_path):
+    rng = random.Random(0)
+    records = [detection_record("coco", i, rng) for i in range(24)]
+    for i in (1, 6, 13):
+        records[i]["jpg"] = b"\xff\xd8 broken"
+    write_shards(tmp_path / "coco", "coco", records, per_shard=6)
+    cfg = config(tmp_path, sources=[{"name": "coco", "urls": str(tmp_path / "coco")}], batch_size=3)
+    uninterrupted = take(Loader(cfg, LABELMAP), 9)
+    first = Loader(cfg, LABELMAP)
+    take(first, 5)
+    assert first.stats["corrupt_samples"] >= 1  # skipped on the way, in the loader workers
+    resumed = take(Loader(cfg, LABELMAP, start_step=5, start_positions=first.positions), 4)
+    assert_same_batches(uninterrupted[5:], resumed)
+
+
 def test_batches_before_counts_each_workers_share_of_earlier_steps():
     for start, workers in itertools.product(range(12), range(1, 4)):
         for worker in range(workers):

@@ -4,8 +4,10 @@ Determinism: with N loader workers, DataLoader hands out batches round-robin, so
 s comes from worker s % N. Each worker builds batches of B consecutive samples of its own
 mixed stream, seeded by (seed, rank, worker). Resuming at `start_step` k shifts worker ids by k
 (DataLoader starts again at worker 0) and skips, before decoding, the samples of the batches
-before k; batches k, k+1, ... are then exactly those of an uninterrupted run (as long as no
-corrupt sample was skipped before k on that worker).
+before k; batches k, k+1, ... are then exactly those of an uninterrupted run. Corrupt samples
+skipped before k would shift that count, so each batch also reports its worker's raw-sample
+`position`; passing `Loader.positions` (saved with the checkpoint) as `start_positions` makes the
+resume exact in that case too.
 """
 
 from __future__ import annotations
@@ -96,9 +98,10 @@ class PipelineDataset(IterableDataset):
     """Yields collated batches for one rank; each batch carries this worker's cumulative `stats`."""
 
     def __init__(self, cfg: LoaderConfig, labelmap: LabelMap, rank: int = 0, world_size: int = 1,
-                 start_step: int = 0, epoch: int = 0):
+                 start_step: int = 0, epoch: int = 0, start_positions: dict[int, int] | None = None):
         self.cfg, self.labelmap = cfg, labelmap
         self.rank, self.world_size, self.start_step, self.epoch = rank, world_size, start_step, epoch
+        self.start_positions = start_positions
         self.streams = {
             s.name: SourceStream(s.urls, name=s.name, resampled=cfg.resampled, shardshuffle=True,
                                  shuffle=cfg.shuffle_buffer, seed=cfg.seed)
@@ -123,12 +126,14 @@ class PipelineDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         slot = self.slot()
         mix, numbered = self.raw_samples(slot)
-        skip = batches_before(self.start_step, slot.worker, slot.num_workers) * self.cfg.batch_size
+        skip = self.samples_to_skip(slot)
         for _ in zip(range(skip), numbered):  # fast-forward before decoding
             pass
+        position = skip
         dropped = {"over_max_boxes": 0, "crowd_or_difficult": 0, "small": 0}
         pending: list = []
         for ordinal, name, sample in numbered:
+            position = ordinal + 1
             decoded = self.decode_or_skip(name, sample)
             if decoded is None:
                 continue
@@ -136,10 +141,16 @@ class PipelineDataset(IterableDataset):
             generator = sample_generator(self.cfg.seed, self.epoch, slot.index, ordinal, target["key"])
             pending.append(self.transforms[name](image, target, generator))
             if len(pending) == self.cfg.batch_size:
-                yield self.batch_of(pending, slot, mix, dropped)
+                yield self.batch_of(pending, slot, mix, dropped, position)
                 pending = []
         if pending:  # only a non-resampled (one-epoch) stream ends: its last, short batch
-            yield self.batch_of(pending, slot, mix, dropped)
+            yield self.batch_of(pending, slot, mix, dropped, position)
+
+    def samples_to_skip(self, slot: Slot) -> int:
+        """Raw samples this worker's earlier batches used: the saved position, else whole batches before start_step."""
+        if self.start_positions is not None:
+            return int(self.start_positions.get(slot.worker, 0))
+        return batches_before(self.start_step, slot.worker, slot.num_workers) * self.cfg.batch_size
 
     def decode_or_skip(self, name: str, sample: dict) -> tuple[torch.Tensor, dict] | None:
         """Decode a raw sample; a corrupt one is warned about (key and shard), counted, and skipped."""
@@ -152,13 +163,14 @@ class PipelineDataset(IterableDataset):
             warnings.warn(f"skipped corrupt sample: {exn}")
             return None
 
-    def batch_of(self, pending: list, slot: Slot, mix: Mix, dropped: dict) -> dict:
+    def batch_of(self, pending: list, slot: Slot, mix: Mix, dropped: dict, position: int) -> dict:
         """Collate, add the dropped-box counts to the running totals, attach this worker's stats."""
         batch = collate(pending, self.cfg.max_boxes)
         for reason, count in batch.pop("dropped").items():
             dropped[reason] += count
         batch["stats"] = {
             "worker": slot.worker,
+            "position": position,  # raw samples of this worker's stream used so far
             "corrupt_samples": sum(s.counters.corrupt_samples for s in self.streams.values()),
             "unreadable_shards": sum(s.counters.unreadable_shards for s in self.streams.values()),
             "source_counts": dict(mix.counts),
@@ -171,13 +183,18 @@ class Loader:
     """Iterates batches of one rank and keeps the summed counters of all its workers in `stats`."""
 
     def __init__(self, cfg: LoaderConfig, labelmap: LabelMap, rank: int = 0, world_size: int = 1,
-                 start_step: int = 0, epoch: int = 0):
-        self.dataset = PipelineDataset(cfg, labelmap, rank, world_size, start_step, epoch)
+                 start_step: int = 0, epoch: int = 0, start_positions: dict[int, int] | None = None):
+        self.dataset = PipelineDataset(cfg, labelmap, rank, world_size, start_step, epoch, start_positions)
         self.dataloader = DataLoader(
             self.dataset, batch_size=None, num_workers=cfg.num_workers, pin_memory=cfg.pin_memory,
             persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
         )
         self.per_worker: dict[int, dict] = {}
+
+    @property
+    def positions(self) -> dict[int, int]:
+        """Raw-sample position of each worker after the batches consumed so far (save it to resume exactly)."""
+        return {worker: stats["position"] for worker, stats in self.per_worker.items()}
 
     @property
     def stats(self) -> dict:
