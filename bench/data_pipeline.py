@@ -6,6 +6,8 @@
 For loader worker counts 0, 1, 2 it measures samples/s of
   pipeline : yolo9000.data.loader.Loader (stream -> mix -> decode -> darknet augmentation -> collate)
   (a)      : decoding the same JPEGs alone (in memory, same worker count; nothing else)
+  +resize+batch: (a) plus a resize to 416 and batches sent to the main process (the floor for
+             any pipeline that augments in loader workers; floor/(a) bounds pipe/(a))
   shards+decode: the same shard stream decoded, no augmentation (shows what augmentation + batching cost)
   (b)      : a plain map-style Dataset reading the same images and json from files, same transforms, same collate
 and prints a table with ratios: medians of `--rounds` repeats, each measuring all columns one after
@@ -31,13 +33,14 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from yolo9000.data.collate import collate
+from yolo9000.data.collate import collate, stack_channels_last
 from yolo9000.data.decode import decode_image, decode_sample, decode_target
 from yolo9000.data.labelmap import LabelMap
 from yolo9000.data.loader import Loader, LoaderConfig, sample_generator, transforms_for
 from yolo9000.data.schema import SampleRecord
 from yolo9000.data.shardwriter import write_tar
 from yolo9000.data.stream import Slot, SourceStream
+from yolo9000.data.transforms import resize_image
 
 WNIDS = ["n00007846", "n02084071", "n02958343"]
 
@@ -100,24 +103,29 @@ def write_files(samples: list[dict], directory: Path) -> list[Path]:
 
 
 class DecodeOnly(IterableDataset):
-    """Baseline (a): each worker decodes its share of the in-memory JPEGs, `passes` times; yields counts per batch."""
+    """Baseline (a): each worker decodes its share of the in-memory JPEGs, `passes` times; yields counts per batch.
 
-    def __init__(self, jpegs: list[bytes], passes: int, batch_size: int):
+    With `resize_and_batch` each image is also resized to 416 x 416 and each batch stacked and sent
+    to the main process: the least that any pipeline augmenting in loader workers has to do.
+    """
+
+    def __init__(self, jpegs: list[bytes], passes: int, batch_size: int, resize_and_batch: bool = False):
         self.jpegs, self.passes, self.batch_size = jpegs, passes, batch_size
+        self.resize_and_batch = resize_and_batch
 
     def __iter__(self):
         info = get_worker_info()
         mine = self.jpegs if info is None else self.jpegs[info.id :: info.num_workers]
-        done = 0
+        images = []
         for _ in range(self.passes):
             for data in mine:
-                decode_image(data)
-                done += 1
-                if done == self.batch_size:
-                    yield done
-                    done = 0
-        if done:
-            yield done
+                image = decode_image(data)
+                images.append(resize_image(image, 416, 416) if self.resize_and_batch else None)
+                if len(images) == self.batch_size:
+                    yield stack_channels_last(images) if self.resize_and_batch else len(images)
+                    images = []
+        if images:
+            yield stack_channels_last(images) if self.resize_and_batch else len(images)
 
 
 class StreamDecode(IterableDataset):
@@ -177,6 +185,10 @@ def measure(workers: int, samples: list[dict], shards: Path, paths: list[Path], 
         jpegs = DecodeOnly([s["jpg"] for s in samples], args.passes, args.batch_size)
         return rate(DataLoader(jpegs, batch_size=None, num_workers=workers), lambda n: n)
 
+    def floor() -> float:
+        jpegs = DecodeOnly([s["jpg"] for s in samples], args.passes, args.batch_size, resize_and_batch=True)
+        return rate(DataLoader(jpegs, batch_size=None, num_workers=workers), len)
+
     def stream() -> float:
         decoded = StreamDecode(shards, labelmap, total_batches * args.batch_size, args.batch_size)
         return rate(DataLoader(decoded, batch_size=None, num_workers=workers), lambda n: n)
@@ -190,7 +202,7 @@ def measure(workers: int, samples: list[dict], shards: Path, paths: list[Path], 
         batches = iter(Loader(cfg, labelmap))
         return rate((next(batches) for _ in range(total_batches)), lambda b: len(b["keys"]))
 
-    runs = [("decode", decode), ("stream", stream), ("files", files), ("pipeline", pipeline)]
+    runs = [("decode", decode), ("floor", floor), ("stream", stream), ("files", files), ("pipeline", pipeline)]
     shift = round_index % len(runs)
     return {name: run() for name, run in runs[shift:] + runs[:shift]}
 
@@ -219,13 +231,14 @@ def main() -> None:
         mean_kb = sum(len(s["jpg"]) for s in samples) / len(samples) / 1e3
         print(f"{len(samples)} samples, mean JPEG {mean_kb:.0f} kB, batch {args.batch_size}, 416x416 output, "
               f"torch threads {torch.get_num_threads()}")
-        print(f"{'workers':>7} {'(a) decode/s':>13} {'shards+decode/s':>16} {'(b) files/s':>12} "
-              f"{'pipeline/s':>11} {'pipe/(a)':>9} {'pipe/(b)':>9}")
+        print(f"{'workers':>7} {'(a) decode/s':>13} {'+resize+batch/s':>16} {'shards+decode/s':>16} "
+              f"{'(b) files/s':>12} {'pipeline/s':>11} {'pipe/(a)':>9} {'floor/(a)':>10} {'pipe/(b)':>9}")
         for workers in args.workers:
             rounds = [measure(workers, samples, shards, paths, args, i) for i in range(args.rounds)]
             r = {name: statistics.median(x[name] for x in rounds) for name in rounds[0]}
-            print(f"{workers:>7} {r['decode']:>13.0f} {r['stream']:>16.0f} {r['files']:>12.0f} {r['pipeline']:>11.0f} "
-                  f"{r['pipeline'] / r['decode']:>9.2f} {r['pipeline'] / r['files']:>9.2f}")
+            print(f"{workers:>7} {r['decode']:>13.0f} {r['floor']:>16.0f} {r['stream']:>16.0f} {r['files']:>12.0f} "
+                  f"{r['pipeline']:>11.0f} {r['pipeline'] / r['decode']:>9.2f} {r['floor'] / r['decode']:>10.2f} "
+                  f"{r['pipeline'] / r['files']:>9.2f}")
 
 
 if __name__ == "__main__":

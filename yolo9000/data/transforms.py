@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as F
@@ -56,10 +57,11 @@ class DropNonTrainingBoxes:
     """Crowd and difficult boxes are not training boxes: drop them, count them in `dropped_ignored`."""
 
     def __call__(self, image, target, generator=None):
-        keep = ~(target["crowd"] | target["difficult"])
-        target = keep_boxes(target, keep)
-        target["dropped_ignored"] = target.get("dropped_ignored", 0) + int((~keep).sum())
-        return image, target
+        ignored = target["crowd"] | target["difficult"]
+        dropped = int(ignored.sum())
+        if dropped:
+            target = keep_boxes(target, ~ignored)
+        return image, {**target, "dropped_ignored": target.get("dropped_ignored", 0) + dropped}
 
 
 class ShuffleBoxes:
@@ -125,9 +127,9 @@ class JitterCropResize:
         ptop, pbot = int(uniform(generator, -dh, dh)), int(uniform(generator, -dh, dh))
         width, height = max(ow - pleft - pright, 1), max(oh - ptop - pbot, 1)
         image = crop_resize_edge_clamped(image, pleft, ptop, width, height, self.size)
-        offset = torch.tensor([pleft, ptop, pleft, ptop], dtype=torch.float32)
-        scale = torch.tensor([self.size / width, self.size / height] * 2, dtype=torch.float32)
-        return image, {**target, "boxes": (target["boxes"] - offset) * scale}
+        offset = np.array([pleft, ptop, pleft, ptop], dtype=np.float32)
+        scale = np.array([self.size / width, self.size / height] * 2, dtype=np.float32)
+        return image, {**target, "boxes": torch.from_numpy((target["boxes"].numpy() - offset) * scale)}
 
 
 class Resize:
@@ -164,13 +166,14 @@ class ClipAndDropSmall:
 
     def __call__(self, image, target, generator=None):
         _, h, w = image.shape
-        bound = torch.tensor([w, h, w, h], dtype=torch.float32)
-        boxes = torch.minimum(target["boxes"].clamp(min=0), bound)
-        size = (boxes[:, 2:] - boxes[:, :2]) / bound[:2]
-        keep = (size >= self.min_size).all(dim=1)
-        target = keep_boxes({**target, "boxes": boxes}, keep)
-        target["dropped_small"] = target.get("dropped_small", 0) + int((~keep).sum())
-        return image, target
+        boxes = target["boxes"].numpy()  # a few boxes: numpy's small-array ops cost far less than torch's
+        clipped = np.clip(boxes, 0, np.array([w, h, w, h], dtype=boxes.dtype))
+        keep = ((clipped[:, 2:] - clipped[:, :2]) >= self.min_size * np.array([w, h])).all(1)
+        target = {**target, "boxes": torch.from_numpy(clipped)}
+        dropped = len(keep) - int(keep.sum())
+        if dropped:
+            target = keep_boxes(target, torch.from_numpy(keep))
+        return image, {**target, "dropped_small": target.get("dropped_small", 0) + dropped}
 
 
 class RandomDistortHSV:
