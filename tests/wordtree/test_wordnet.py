@@ -1,8 +1,9 @@
+import shutil
 import zipfile
 
 import nltk.data
 import pytest
-from nltk.corpus.reader.wordnet import WordNetCorpusReader
+from nltk.corpus.reader.wordnet import WordNetCorpusReader, WordNetError
 
 from wordtree import wordnet
 from wordtree.wordnet import (
@@ -114,10 +115,11 @@ class NltkReaderWithoutVersionMap(WordNetCorpusReader):
 
 
 @pytest.mark.filterwarnings("ignore:The multilingual functions")
-def test_fast_open_reads_the_same_lemmas_as_nltks_own_reader(real_wordnet):
+def test_fast_open_reads_the_same_lemmas_and_satellites_as_nltks_own_reader(real_wordnet):
     root = str(real_wordnet.root.path)
     fast, plain = type(real_wordnet)(root, None), NltkReaderWithoutVersionMap(root, None)  # fresh: lookups add keys
     assert fast._lemma_pos_offset_map == plain._lemma_pos_offset_map
+    assert fast.satellite_offsets == plain.satellite_offsets and len(fast.satellite_offsets) > 10_000
     for word in ("dog", "square", "bank", "run", "good", "quickly", "atmospheric_phenomenon"):
         assert fast.synsets(word) == plain.synsets(word)
 
@@ -151,3 +153,17 @@ def test_nltk_download_left_as_a_zip_is_unpacked_once_into_the_cache(nowhere, mo
     assert found.is_relative_to((nowhere / "cache").resolve()) and found.name == "wordnet"
     assert sorted(p.name for p in found.iterdir()) == sorted(p.name for p in folder.iterdir())
     assert find_wordnet_dir() == found
+
+
+@pytest.mark.filterwarnings("ignore:The multilingual functions")
+def test_a_malformed_index_line_is_named_by_file_and_line(real_wordnet, tmp_path, monkeypatch):
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])  # nltk reads only below its data path
+    copy = tmp_path / "corpora" / "wordnet"
+    shutil.copytree(real_wordnet.root.path, copy)
+    lines = (copy / "index.verb").read_text().splitlines(keepends=True)
+    number = next(i for i, line in enumerate(lines, 1) if not line.startswith(" "))
+    tokens = lines[number - 1].split()
+    lines[number - 1] = " ".join(tokens[:2] + [str(int(tokens[2]) + 1)] + tokens[3:]) + "\n"  # one offset short
+    (copy / "index.verb").write_text("".join(lines))
+    with pytest.raises(WordNetError, match=f"index.verb, line {number}:"):
+        type(real_wordnet)(str(copy), None)
