@@ -29,6 +29,7 @@ def box_iou(a, b):
 
 
 def sibling_groups(parent):
+    """Lists of node indices, a new group wherever the parent changes (darknet's read_tree)."""
     groups = []
     for i, p in enumerate(parent):
         if i == 0 or p != parent[i - 1]:

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from darknet_reference import sibling_groups
 
 from wordtree.darknet_files import load_tree
 from yolo9000.hierarchy import (
@@ -39,18 +40,9 @@ def slow_path(parent: list[int], node: int) -> list[int]:
     return path
 
 
-def slow_groups(parent: list[int]) -> list[list[int]]:
-    groups = []
-    for i, p in enumerate(parent):
-        if i == 0 or p != parent[i - 1]:
-            groups.append([])
-        groups[-1].append(i)
-    return groups
-
-
 def slow_group_log_softmax(logits: np.ndarray, parent: list[int]) -> np.ndarray:
     out = np.empty_like(logits)
-    for members in slow_groups(parent):
+    for members in sibling_groups(parent):
         x = logits[:, members]
         out[:, members] = x - np.log(np.exp(x - x.max(1, keepdims=True)).sum(1, keepdims=True)) - x.max(1, keepdims=True)
     return out
@@ -65,7 +57,7 @@ def slow_absolute(cond: np.ndarray, parent: list[int]) -> np.ndarray:
 
 def darknet_hierarchy_top_prediction(probs, parent, thresh, product):
     """Line-by-line replica of darknet's C loop (product=True) or the plain walk (product=False)."""
-    groups = slow_groups(parent)
+    groups = sibling_groups(parent)
     child = {parent[g[0]]: k for k, g in enumerate(groups) if parent[g[0]] >= 0}
     p, group = 1.0, 0
     while True:
@@ -109,7 +101,7 @@ def test_tree_arrays_paths_and_members_match_slow_walk_on_random_trees(seed):
     for node in range(len(parent)):
         path = tree.paths[node].tolist()
         assert path[: path.index(-1) if -1 in path else len(path)] == slow_path(parent, node)
-    for g, members in enumerate(slow_groups(parent)):
+    for g, members in enumerate(sibling_groups(parent)):
         assert [m for m in tree.members[g].tolist() if m >= 0] == members
 
 
@@ -149,7 +141,7 @@ def test_node_log_prob_equals_path_sum_and_only_touches_path_groups(seed):
     np.testing.assert_allclose(logp.detach().numpy(), expected[np.arange(8), nodes.numpy()], atol=1e-12)
     logp.sum().backward()
     assert torch.isfinite(logits.grad).all()
-    groups = slow_groups(parent)
+    groups = sibling_groups(parent)
     group_of = {m: g for g, members in enumerate(groups) for m in members}
     for row, node in enumerate(nodes.tolist()):
         touched = {m for n in slow_path(parent, node) for m in groups[group_of[n]]}
