@@ -9,8 +9,7 @@ import sys
 
 from wordtree.labelsets import LabelSetError, synset_set
 from yolo9000.data.prepare.imagenet import read_imagenet
-from yolo9000.data.shardwriter import (PrepareError, add_writer_arguments, summary_line, write_shards,
-                                       writer_config_from_args)
+from yolo9000.data.shardwriter import add_writer_arguments, run_prepare
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,21 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
+    args = build_parser().parse_args(argv)
+
+    def read_items():
         allowed = set(synset_set(args.synsets)) if args.synsets else None
-        items = read_imagenet(args.root, boxes_dir=args.boxes, source=args.source, allowed_wnids=allowed)
-        summary = write_shards(items, writer_config_from_args(args))
-    except (PrepareError, LabelSetError) as error:
-        print(f"prepare_imagenet: error: {error}", file=sys.stderr)
-        return 2
-    print(summary_line(summary))
-    return 0
+        return read_imagenet(args.root, boxes_dir=args.boxes, source=args.source, allowed_wnids=allowed)
+
+    return run_prepare("prepare_imagenet", args, read_items, user_errors=(LabelSetError,))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,7 @@ import sys
 
 from wordtree.labelsets import LabelSetError, label_map, read_label_map
 from yolo9000.data.prepare.voc import read_voc
-from yolo9000.data.shardwriter import (PrepareError, add_writer_arguments, summary_line, write_shards,
-                                       writer_config_from_args)
+from yolo9000.data.shardwriter import add_writer_arguments, run_prepare
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,21 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
+    args = build_parser().parse_args(argv)
+
+    def read_items():
         name_to_wnid = read_label_map(args.label_map) if args.label_map else label_map("voc")
-        items = read_voc(args.root, name_to_wnid, split=args.split, source=args.source)
-        summary = write_shards(items, writer_config_from_args(args))
-    except (PrepareError, LabelSetError) as error:
-        print(f"prepare_voc: error: {error}", file=sys.stderr)
-        return 2
-    print(summary_line(summary))
-    return 0
+        return read_voc(args.root, name_to_wnid, split=args.split, source=args.source)
+
+    return run_prepare("prepare_voc", args, read_items, user_errors=(LabelSetError,))
 
 
 if __name__ == "__main__":

@@ -43,10 +43,10 @@ def test_help_explains_every_option(capsys, name, options):
 
 
 def test_shard_size_accepts_byte_counts_and_unit_suffixes(tmp_path):
-    args = SCRIPTS["voc"].parse_args(["--root", "r", "--out", "o", "--shard-size", "1.5MB"])
+    args = SCRIPTS["voc"].build_parser().parse_args(["--root", "r", "--out", "o", "--shard-size", "1.5MB"])
     assert args.shard_size == 1_500_000
-    assert SCRIPTS["voc"].parse_args(["--root", "r", "--out", "o", "--shard-size", "2048"]).shard_size == 2048
-    assert SCRIPTS["voc"].parse_args(["--root", "r", "--out", "o", "--shard-size", "1MiB"]).shard_size == 2**20
+    assert SCRIPTS["voc"].build_parser().parse_args(["--root", "r", "--out", "o", "--shard-size", "2048"]).shard_size == 2048
+    assert SCRIPTS["voc"].build_parser().parse_args(["--root", "r", "--out", "o", "--shard-size", "1MiB"]).shard_size == 2**20
 
 
 def test_each_script_writes_shards_manifest_and_summary_and_prints_a_summary_line(tmp_path, capsys):

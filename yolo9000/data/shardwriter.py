@@ -18,8 +18,10 @@ import json
 import multiprocessing
 import os
 import re
+import sys
 import tarfile
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +148,22 @@ def summary_line(summary: dict) -> str:
             f"{summary['classification_samples']} classification, {summary['boxes']} boxes) in "
             f"{summary['shards']} shards; {skipped} items skipped; changed: {changed}; noticed: {noticed} "
             "(details in summary.json)")
+
+
+def run_prepare(program: str, args: argparse.Namespace, read_items: Callable[[], list[SourceItem]],
+                user_errors: tuple[type[Exception], ...] = ()) -> int:
+    """Body of every prepare script: read the items, write the shards, print the summary line.
+
+    A PrepareError or one of `user_errors` (bad input, found before anything is lost) prints
+    `program: error: ...` and returns exit status 2 instead of a traceback.
+    """
+    try:
+        summary = write_shards(read_items(), writer_config_from_args(args))
+    except (PrepareError, *user_errors) as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        return 2
+    print(summary_line(summary))
+    return 0
 
 
 # ---------------------------------------------------------------- items → records
