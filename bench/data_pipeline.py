@@ -6,12 +6,16 @@
 For loader worker counts 0, 1, 2 it measures samples/s of
   pipeline : yolo9000.data.loader.Loader (stream -> mix -> decode -> darknet augmentation -> collate)
   (a)      : decoding the same JPEGs alone (in memory, same worker count; nothing else)
+  +ship    : (a) plus each batch of decoded images sent to the main process on one padded canvas,
+             not resized (the least any loader that decodes in its workers does; ship/(a) bounds
+             pipe/(a) whatever runs on the device)
   +resize+batch: (a) plus a resize to 416 and batches sent to the main process (the floor for
              any pipeline that augments in loader workers; floor/(a) bounds pipe/(a))
   shards+decode: the same shard stream decoded, no augmentation (shows what augmentation + batching cost)
   (b)      : a plain map-style Dataset reading the same images and json from files, same transforms, same collate
-and prints a table with ratios: medians of `--rounds` repeats, each measuring all columns one after
-another in an order rotated per round, so load from other processes hits them alike. One intra-op thread everywhere. Timing starts after each loader's first batch (worker start-up excluded).
+             (into fresh shared memory per batch, as a plain DataLoader does; the pipeline reuses its buffers)
+and prints a table: samples/s are medians of `--rounds` repeats, ratios medians of the per-round
+ratios; each round measures all columns one after another in an order rotated per round, so load from other processes hits them alike. One intra-op thread everywhere. Timing starts after each loader's first batch (worker start-up excluded).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import io
 import itertools
 import json
+import math
 import random
 import statistics
 import tempfile
@@ -33,7 +38,8 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from yolo9000.data.collate import collate, stack_channels_last
+from yolo9000.data.buffers import LentBuffers, WorkerBuffers
+from yolo9000.data.collate import collate
 from yolo9000.data.decode import decode_image, decode_sample, decode_target
 from yolo9000.data.labelmap import LabelMap
 from yolo9000.data.loader import Loader, LoaderConfig, sample_generator, transforms_for
@@ -105,27 +111,53 @@ def write_files(samples: list[dict], directory: Path) -> list[Path]:
 class DecodeOnly(IterableDataset):
     """Baseline (a): each worker decodes its share of the in-memory JPEGs, `passes` times; yields counts per batch.
 
-    With `resize_and_batch` each image is also resized to 416 x 416 and each batch stacked and sent
-    to the main process: the least that any pipeline augmenting in loader workers has to do.
+    `deliver` adds the least that a loader has to do after decoding: "ship" copies each batch of
+    decoded images onto one padded canvas and sends it to the main process; "resize" resizes each
+    image to 416 x 416 first (the least any pipeline augmenting in loader workers has to do). Both
+    write into shared buffers that the workers reuse, as the pipeline does (`returns`: see `recycled`).
     """
 
-    def __init__(self, jpegs: list[bytes], passes: int, batch_size: int, resize_and_batch: bool = False):
-        self.jpegs, self.passes, self.batch_size = jpegs, passes, batch_size
-        self.resize_and_batch = resize_and_batch
+    def __init__(self, jpegs: list[bytes], passes: int, batch_size: int, deliver: str | None = None,
+                 returns: list | None = None):
+        self.jpegs, self.passes, self.batch_size, self.deliver = jpegs, passes, batch_size, deliver
+        self.returns = returns
+
+    def batch(self, images: list[torch.Tensor], buffers: WorkerBuffers | None):
+        """What one batch of decoded images becomes: a count, or a canvas (resized or padded) with its buffer id."""
+        if self.deliver is None:
+            return len(images)
+        if self.deliver == "resize":
+            images = [resize_image(image, 416, 416) for image in images]
+        shape = (len(images), max(i.shape[1] for i in images), max(i.shape[2] for i in images), 3)
+        ident, out = buffers.take(math.prod(shape)) if buffers else (None, torch.empty(math.prod(shape), dtype=torch.uint8))
+        canvas = out.view(shape)
+        for slot, image in zip(canvas, images):  # padding left unwritten: nothing reads it
+            slot[: image.shape[1], : image.shape[2]] = image.permute(1, 2, 0)
+        return {"images": canvas, "buffer": (get_worker_info().id, ident) if buffers else None}
 
     def __iter__(self):
         info = get_worker_info()
         mine = self.jpegs if info is None else self.jpegs[info.id :: info.num_workers]
+        buffers = WorkerBuffers(self.returns[info.id]) if info and self.returns else None
         images = []
         for _ in range(self.passes):
             for data in mine:
-                image = decode_image(data)
-                images.append(resize_image(image, 416, 416) if self.resize_and_batch else None)
+                images.append(decode_image(data))
                 if len(images) == self.batch_size:
-                    yield stack_channels_last(images) if self.resize_and_batch else len(images)
+                    yield self.batch(images, buffers)
                     images = []
         if images:
-            yield stack_channels_last(images) if self.resize_and_batch else len(images)
+            yield self.batch(images, buffers)
+
+
+def recycled(batches: DataLoader, lent: LentBuffers):
+    """DecodeOnly batches, each image buffer handed back to its worker once the batch is dropped (as Loader does)."""
+    for batch in batches:
+        if batch["buffer"] is not None:
+            worker, ident = batch["buffer"]
+            lent.received(worker, tuple(ident), batch["images"])
+        lent.return_released()
+        yield batch
 
 
 class StreamDecode(IterableDataset):
@@ -185,9 +217,11 @@ def measure(workers: int, samples: list[dict], shards: Path, paths: list[Path], 
         jpegs = DecodeOnly([s["jpg"] for s in samples], args.passes, args.batch_size)
         return rate(DataLoader(jpegs, batch_size=None, num_workers=workers), lambda n: n)
 
-    def floor() -> float:
-        jpegs = DecodeOnly([s["jpg"] for s in samples], args.passes, args.batch_size, resize_and_batch=True)
-        return rate(DataLoader(jpegs, batch_size=None, num_workers=workers), len)
+    def delivered(deliver: str) -> float:
+        returns = [torch.multiprocessing.Queue() for _ in range(workers)]
+        jpegs = DecodeOnly([s["jpg"] for s in samples], args.passes, args.batch_size, deliver, returns)
+        batches = recycled(DataLoader(jpegs, batch_size=None, num_workers=workers), LentBuffers(returns))
+        return rate(batches, lambda b: len(b["images"]))
 
     def stream() -> float:
         decoded = StreamDecode(shards, labelmap, total_batches * args.batch_size, args.batch_size)
@@ -202,7 +236,7 @@ def measure(workers: int, samples: list[dict], shards: Path, paths: list[Path], 
         batches = iter(Loader(cfg, labelmap))
         return rate((next(batches) for _ in range(total_batches)), lambda b: len(b["keys"]))
 
-    runs = [("decode", decode), ("floor", floor), ("stream", stream), ("files", files), ("pipeline", pipeline)]
+    runs = [("decode", decode), ("ship", partial(delivered, "ship")), ("floor", partial(delivered, "resize")), ("stream", stream), ("files", files), ("pipeline", pipeline)]
     shift = round_index % len(runs)
     return {name: run() for name, run in runs[shift:] + runs[:shift]}
 
@@ -231,15 +265,18 @@ def main() -> None:
         mean_kb = sum(len(s["jpg"]) for s in samples) / len(samples) / 1e3
         print(f"{len(samples)} samples, mean JPEG {mean_kb:.0f} kB, batch {args.batch_size}, 416x416 output, "
               f"torch threads {torch.get_num_threads()}")
-        print(f"{'workers':>7} {'(a) decode/s':>13} {'+resize+batch/s':>16} {'shards+decode/s':>16} "
-              f"{'(b) files/s':>12} {'pipeline/s':>11} {'pipe/(a)':>9} {'floor/(a)':>10} {'pipe/(b)':>9}")
+        columns = [("(a) decode/s", "decode"), ("+ship/s", "ship"), ("+resize+batch/s", "floor"),
+                   ("shards+decode/s", "stream"), ("(b) files/s", "files"), ("pipeline/s", "pipeline")]
+        ratios = [("pipe/(a)", "pipeline", "decode"), ("ship/(a)", "ship", "decode"),
+                  ("floor/(a)", "floor", "decode"), ("pipe/(b)", "pipeline", "files")]
+        print("workers " + " ".join(f"{title:>{len(title) + 1}}" for title, *_ in columns + ratios))
         for workers in args.workers:
             rounds = [measure(workers, samples, shards, paths, args, i) for i in range(args.rounds)]
             r = {name: statistics.median(x[name] for x in rounds) for name in rounds[0]}
-            print(f"{workers:>7} {r['decode']:>13.0f} {r['floor']:>16.0f} {r['stream']:>16.0f} {r['files']:>12.0f} "
-                  f"{r['pipeline']:>11.0f} {r['pipeline'] / r['decode']:>9.2f} {r['floor'] / r['decode']:>10.2f} "
-                  f"{r['pipeline'] / r['files']:>9.2f}")
-
+            cells = [f"{r[name]:>{len(title) + 1}.0f}" for title, name in columns]
+            cells += [f"{statistics.median(x[top] / x[bottom] for x in rounds):>{len(title) + 1}.2f}"
+                      for title, top, bottom in ratios]
+            print(f"{workers:>7} " + " ".join(cells))
 
 if __name__ == "__main__":
     main()

@@ -61,3 +61,11 @@ def test_network_input_applies_each_samples_hsv_factors():
     out = to_network_input(images, 8, factors)
     assert torch.allclose(out[0], images[0].float() / 255, atol=1e-6)
     assert torch.allclose(out[1], distort_hsv(images[1:].float() / 255, factors[1:])[0])
+
+
+def test_images_can_be_stacked_into_a_given_buffer():
+    samples = [sample("coco-1", [[0, 0, 16, 8]], [5]), sample("coco-2", [], [])]
+    buffer = torch.zeros(2 * 3 * 32 * 32, dtype=torch.uint8)
+    batch = collate(samples, max_boxes=2, out=buffer)
+    assert batch["images"].data_ptr() == buffer.data_ptr()
+    assert torch.equal(batch["images"], collate(samples, max_boxes=2)["images"])

@@ -163,3 +163,22 @@ def test_each_rank_repeats_its_own_sequence_and_ranks_differ(two_sources):
     keys = {rank: [b["keys"] for b in take(Loader(cfg, LABELMAP, rank=rank, world_size=2), 4)] for rank in range(2)}
     again = [b["keys"] for b in take(Loader(cfg, LABELMAP, rank=1, world_size=2), 4)]
     assert again == keys[1] and keys[0] != keys[1]
+
+
+def test_workers_reuse_image_buffers_the_consumer_dropped_and_never_those_it_holds(two_sources):
+    cfg = config(two_sources, num_workers=2, batch_size=2)
+    held, copies, dropped_copies, buffers = [], [], [], set()
+    loader = Loader(cfg, LABELMAP)
+    for step, batch in zip(range(40), loader):
+        if step < 4:  # kept for the whole run: their memory must never be written again
+            held.append(batch)
+            copies.append(batch["images"].clone())
+        else:
+            dropped_copies.append(batch["images"].clone())
+        buffers |= {(stats["buffer"][0], tuple(stats["buffer"][1])) for stats in loader.per_worker.values()}
+    assert len(buffers) < 24  # the 40 batches came from far fewer buffers
+    for batch, copy in zip(held, copies):
+        assert torch.equal(batch["images"], copy)
+    reference = take(Loader(cfg, LABELMAP), 40)  # every batch held: no reuse at all
+    for batch, copy in zip(reference, copies + dropped_copies):
+        assert torch.equal(batch["images"], copy)

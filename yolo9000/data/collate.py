@@ -15,23 +15,26 @@ class CollateError(ValueError):
     """Samples that cannot form one batch; the message names the sample."""
 
 
-def stack_channels_last(images: list[torch.Tensor]) -> torch.Tensor:
+def stack_channels_last(images: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
     """(3, S, S) uint8 images -> (B, 3, S, S) stored channels-last, in one copy.
 
-    Inside a loader worker the batch is written straight into shared memory (as torch's
-    default_collate does), so the DataLoader sends it without another copy of the images.
+    `out` is a flat uint8 buffer of B * 3 * S * S bytes to write into (a loader worker's reused
+    shared buffer). Without it, inside a loader worker the batch goes straight into fresh shared
+    memory (as torch's default_collate does), so the DataLoader sends it without another copy.
     """
     first = images[0]
     shape = (len(images), first.shape[1], first.shape[2], first.shape[0])  # (B, S, S, 3)
-    out = None
-    if get_worker_info() is not None:
+    if out is None and get_worker_info() is not None:
         storage = first._typed_storage()._new_shared(len(images) * first.numel(), device=first.device)
-        out = first.new(storage).resize_(shape)
+        out = first.new(storage)
+    if out is not None:
+        out = out.view(shape)
     return torch.cat([image.permute(1, 2, 0)[None] for image in images], out=out).permute(0, 3, 1, 2)
 
 
-def collate(samples: list[tuple[torch.Tensor, dict]], max_boxes: int = 30) -> dict:
-    """Stack S x S uint8 images and pad targets to `max_boxes` (darknet's 30; extra boxes dropped, counted).
+def collate(samples: list[tuple[torch.Tensor, dict]], max_boxes: int = 30, out: torch.Tensor | None = None) -> dict:
+    """Stack S x S uint8 images (into `out`, a flat uint8 buffer, if given) and pad targets to `max_boxes`
+    (darknet's 30; extra boxes dropped, counted).
 
     Returns images (B, 3, S, S) uint8, boxes (B, M, 4) float32 normalised x0 y0 x1 y1, labels (B, M)
     int64 (-1 padding), num_boxes, is_classification, image_label, hsv (B, 3), orig_sizes (B, 2) (H, W
@@ -57,7 +60,7 @@ def collate(samples: list[tuple[torch.Tensor, dict]], max_boxes: int = 30) -> di
         boxes[filled] = torch.cat([t["boxes"][:max_boxes] for t in targets]).float() / scale
         labels[filled] = torch.cat([t["labels"][:max_boxes] for t in targets]).long()
     return {
-        "images": stack_channels_last(images),
+        "images": stack_channels_last(images, out),
         "boxes": boxes,
         "labels": labels,
         "num_boxes": kept.long(),

@@ -8,6 +8,10 @@ before k; batches k, k+1, ... are then exactly those of an uninterrupted run. Co
 skipped before k would shift that count, so each batch also reports its worker's raw-sample
 `position`; passing `Loader.positions` (saved with the checkpoint) as `start_positions` makes the
 resume exact in that case too.
+
+Images of a batch arrive in a loader worker's shared-memory buffer; the worker writes a later
+batch into it only after every tensor of the main process that used it (views included) is gone
+(`buffers.py`), so a batch that is kept stays intact.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from yolo9000.data import transforms as T
+from yolo9000.data.buffers import LentBuffers, WorkerBuffers
 from yolo9000.data.collate import collate
 from yolo9000.data.decode import CorruptSampleError, decode_sample
 from yolo9000.data.labelmap import LabelMap
@@ -98,10 +103,12 @@ class PipelineDataset(IterableDataset):
     """Yields collated batches for one rank; each batch carries this worker's cumulative `stats`."""
 
     def __init__(self, cfg: LoaderConfig, labelmap: LabelMap, rank: int = 0, world_size: int = 1,
-                 start_step: int = 0, epoch: int = 0, start_positions: dict[int, int] | None = None):
+                 start_step: int = 0, epoch: int = 0, start_positions: dict[int, int] | None = None,
+                 buffer_returns: list | None = None):
         self.cfg, self.labelmap = cfg, labelmap
         self.rank, self.world_size, self.start_step, self.epoch = rank, world_size, start_step, epoch
         self.start_positions = start_positions
+        self.buffer_returns = buffer_returns  # per worker id: a queue of image buffers the main process let go
         self.streams = {
             s.name: SourceStream(s.urls, name=s.name, resampled=cfg.resampled, shardshuffle=True,
                                  shuffle=cfg.shuffle_buffer, seed=cfg.seed)
@@ -125,6 +132,8 @@ class PipelineDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         slot = self.slot()
+        info = get_worker_info()
+        buffers = WorkerBuffers(self.buffer_returns[info.id]) if info and self.buffer_returns else None
         mix, numbered = self.raw_samples(slot)
         skip = self.samples_to_skip(slot)
         for _ in zip(range(skip), numbered):  # fast-forward before decoding
@@ -141,10 +150,10 @@ class PipelineDataset(IterableDataset):
             generator = sample_generator(self.cfg.seed, self.epoch, slot.index, ordinal, target["key"])
             pending.append(self.transforms[name](image, target, generator))
             if len(pending) == self.cfg.batch_size:
-                yield self.batch_of(pending, slot, mix, dropped, position)
+                yield self.batch_of(pending, slot, mix, dropped, position, buffers)
                 pending = []
         if pending:  # only a non-resampled (one-epoch) stream ends: its last, short batch
-            yield self.batch_of(pending, slot, mix, dropped, position)
+            yield self.batch_of(pending, slot, mix, dropped, position, buffers)
 
     def samples_to_skip(self, slot: Slot) -> int:
         """Raw samples this worker's earlier batches used: the saved position, else whole batches before start_step."""
@@ -163,9 +172,11 @@ class PipelineDataset(IterableDataset):
             warnings.warn(f"skipped corrupt sample: {exn}")
             return None
 
-    def batch_of(self, pending: list, slot: Slot, mix: Mix, dropped: dict, position: int) -> dict:
-        """Collate, add the dropped-box counts to the running totals, attach this worker's stats."""
-        batch = collate(pending, self.cfg.max_boxes)
+    def batch_of(self, pending: list, slot: Slot, mix: Mix, dropped: dict, position: int,
+                 buffers: WorkerBuffers | None) -> dict:
+        """Collate (into a reused shared buffer in a worker), add the dropped-box counts to the running totals, attach stats."""
+        ident, out = buffers.take(len(pending) * pending[0][0].numel()) if buffers else (None, None)
+        batch = collate(pending, self.cfg.max_boxes, out)
         for reason, count in batch.pop("dropped").items():
             dropped[reason] += count
         batch["stats"] = {
@@ -175,16 +186,20 @@ class PipelineDataset(IterableDataset):
             "unreadable_shards": sum(s.counters.unreadable_shards for s in self.streams.values()),
             "source_counts": dict(mix.counts),
             "dropped_boxes": dict(dropped),
+            "buffer": None if buffers is None else (get_worker_info().id, ident),  # for the main process to hand back
         }
         return batch
 
 
 class Loader:
-    """Iterates batches of one rank and keeps the summed counters of all its workers in `stats`."""
+    """Iterates batches of one rank and keeps the summed counters of all its workers in `stats`;
+    hands each batch's image buffer back to its worker once the batch is dropped."""
 
     def __init__(self, cfg: LoaderConfig, labelmap: LabelMap, rank: int = 0, world_size: int = 1,
                  start_step: int = 0, epoch: int = 0, start_positions: dict[int, int] | None = None):
-        self.dataset = PipelineDataset(cfg, labelmap, rank, world_size, start_step, epoch, start_positions)
+        returns = [torch.multiprocessing.Queue() for _ in range(cfg.num_workers)]
+        self.lent = LentBuffers(returns)
+        self.dataset = PipelineDataset(cfg, labelmap, rank, world_size, start_step, epoch, start_positions, returns)
         self.dataloader = DataLoader(
             self.dataset, batch_size=None, num_workers=cfg.num_workers, pin_memory=cfg.pin_memory,
             persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
@@ -212,4 +227,8 @@ class Loader:
         for batch in self.dataloader:
             stats = batch.pop("stats")
             self.per_worker[stats["worker"]] = stats
+            if stats["buffer"] is not None:
+                worker, ident = stats["buffer"]
+                self.lent.received(worker, tuple(ident), batch["images"])  # the DataLoader made the tuple a list
+            self.lent.return_released()
             yield batch

@@ -1,0 +1,84 @@
+"""Shared-memory image buffers that loader workers reuse once the main process has let go of them.
+
+A batch leaves a loader worker in shared memory. Fresh shared memory costs a page fault per
+4 kB page on first write; on virtual machines that hand freed pages back to the host that is
+about ten times the copy itself (13 ms against 1.1 ms for a 16 x 480 x 480 x 3 batch here). So
+each worker keeps the buffers it made, the main process tells it which ones no tensor uses any
+more, and the worker writes its next batch into one of those.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+from typing import Any
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+
+
+BUFFER_SERIALS = itertools.count()  # never repeats in a process, across WorkerBuffers (persistent workers make several)
+
+
+def new_shared_bytes(numel: int) -> torch.Tensor:
+    """A flat uint8 tensor of `numel` elements in fresh shared memory."""
+    return torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(numel))
+
+
+class WorkerBuffers:
+    """Worker side: flat uint8 shared buffers by id, reused after the main process returns their id on `returned`.
+
+    Ids are (process id, serial) and never repeat, so a stale id (meant for another process, or for
+    this worker's buffers of an earlier iteration) is ignored.
+    """
+
+    def __init__(self, returned: Any, keep: int = 8):
+        self.returned, self.keep = returned, keep  # a multiprocessing queue of ids
+        self.free: dict[tuple[int, int], torch.Tensor] = {}
+        self.lent: dict[tuple[int, int], torch.Tensor] = {}
+
+    def take(self, numel: int) -> tuple[tuple[int, int], torch.Tensor]:
+        """A free buffer of exactly `numel` bytes, else a new one; it stays lent until its id comes back."""
+        self.collect_returned()
+        reusable = next((i for i, buffer in self.free.items() if buffer.numel() == numel), None)
+        if reusable is None:
+            reusable = (os.getpid(), next(BUFFER_SERIALS))
+            buffer = new_shared_bytes(numel)
+        else:
+            buffer = self.free.pop(reusable)
+        self.lent[reusable] = buffer
+        return reusable, buffer
+
+    def collect_returned(self) -> None:
+        """Move the buffers whose ids came back to the free list (at most `keep` kept; the rest are let go)."""
+        while True:
+            try:
+                ident = self.returned.get_nowait()
+            except queue.Empty:
+                return
+            buffer = self.lent.pop(ident, None)
+            if buffer is not None and len(self.free) < self.keep:
+                self.free[ident] = buffer
+
+
+class LentBuffers:
+    """Main side: which worker buffer each received batch lives in; returns the ids no tensor uses any more."""
+
+    def __init__(self, queues: list):
+        self.queues = queues  # one per loader worker, indexed by its DataLoader worker id
+        self.out: list[tuple[int, tuple[int, int], StorageWeakRef]] = []
+
+    def received(self, worker: int, ident: tuple[int, int], images: torch.Tensor) -> None:
+        """Remember that `images` (as received from `worker`) lives in that worker's buffer `ident`."""
+        self.out.append((worker, ident, StorageWeakRef(images.untyped_storage())))
+
+    def return_released(self) -> None:
+        """Send back the ids of buffers whose received tensors (views included) are all gone."""
+        still_used = []
+        for worker, ident, ref in self.out:
+            if ref.expired():
+                self.queues[worker].put(ident)
+            else:
+                still_used.append((worker, ident, ref))
+        self.out = still_used
