@@ -16,9 +16,10 @@ def test_a_buffer_is_reused_only_after_its_id_comes_back():
     again_id, again = buffers.take(64)
     assert again_id == first_id and again.data_ptr() == first.data_ptr()
     returned.put(second_id)
-    other_id, other = buffers.take(32)  # another size: a new buffer, the returned one stays free
-    assert other_id not in (first_id, second_id) and other.numel() == 32
-    assert buffers.take(64)[1].data_ptr() == second.data_ptr()
+    larger_id, larger = buffers.take(128)  # larger than any free buffer: a new one
+    assert larger_id not in (first_id, second_id) and larger.numel() == 128
+    smaller_id, smaller = buffers.take(32)  # fits in the free one: its first 32 bytes
+    assert smaller_id == second_id and smaller.numel() == 32 and smaller.data_ptr() == second.data_ptr()
 
 
 def test_stale_ids_are_ignored_and_at_most_keep_buffers_stay_free():

@@ -39,16 +39,16 @@ class WorkerBuffers:
         self.lent: dict[tuple[int, int], torch.Tensor] = {}
 
     def take(self, numel: int) -> tuple[tuple[int, int], torch.Tensor]:
-        """A free buffer of exactly `numel` bytes, else a new one; it stays lent until its id comes back."""
+        """The first `numel` bytes of a free buffer large enough, else of a new one; lent until its id comes back."""
         self.collect_returned()
-        reusable = next((i for i, buffer in self.free.items() if buffer.numel() == numel), None)
-        if reusable is None:
-            reusable = (os.getpid(), next(BUFFER_SERIALS))
+        ident = next((i for i, buffer in self.free.items() if buffer.numel() >= numel), None)
+        if ident is None:
+            ident = (os.getpid(), next(BUFFER_SERIALS))
             buffer = new_shared_bytes(numel)
         else:
-            buffer = self.free.pop(reusable)
-        self.lent[reusable] = buffer
-        return reusable, buffer
+            buffer = self.free.pop(ident)
+        self.lent[ident] = buffer
+        return ident, buffer[:numel]
 
     def collect_returned(self) -> None:
         """Move the buffers whose ids came back to the free list (at most `keep` kept; the rest are let go)."""
