@@ -15,7 +15,9 @@ For loader worker counts 0, 1, 2 it measures samples/s of
   (b)      : a plain map-style Dataset reading the same images and json from files, same transforms, same collate
              (into fresh shared memory per batch, as a plain DataLoader does; the pipeline reuses its buffers)
 and prints a table: samples/s are medians of `--rounds` repeats, ratios medians of the per-round
-ratios; each round measures all columns one after another in an order rotated per round, so load from other processes hits them alike. One intra-op thread everywhere. Timing starts after each loader's first batch (worker start-up excluded).
+ratios; each round measures all columns one after another in an order rotated per round, so load
+from other processes hits them alike. One intra-op thread everywhere. Timing starts after each
+loader's first batch (worker start-up excluded).
 """
 
 from __future__ import annotations
@@ -129,7 +131,8 @@ class DecodeOnly(IterableDataset):
         if self.deliver == "resize":
             images = [resize_image(image, 416, 416) for image in images]
         shape = (len(images), max(i.shape[1] for i in images), max(i.shape[2] for i in images), 3)
-        ident, out = buffers.take(math.prod(shape)) if buffers else (None, torch.empty(math.prod(shape), dtype=torch.uint8))
+        numel = math.prod(shape)
+        ident, out = buffers.take(numel) if buffers else (None, torch.empty(numel, dtype=torch.uint8))
         canvas = out.view(shape)
         for slot, image in zip(canvas, images):  # padding left unwritten: nothing reads it
             slot[: image.shape[1], : image.shape[2]] = image.permute(1, 2, 0)
@@ -236,7 +239,8 @@ def measure(workers: int, samples: list[dict], shards: Path, paths: list[Path], 
         batches = iter(Loader(cfg, labelmap))
         return rate((next(batches) for _ in range(total_batches)), lambda b: len(b["keys"]))
 
-    runs = [("decode", decode), ("ship", partial(delivered, "ship")), ("floor", partial(delivered, "resize")), ("stream", stream), ("files", files), ("pipeline", pipeline)]
+    runs = [("decode", decode), ("ship", partial(delivered, "ship")), ("floor", partial(delivered, "resize")),
+            ("stream", stream), ("files", files), ("pipeline", pipeline)]
     shift = round_index % len(runs)
     return {name: run() for name, run in runs[shift:] + runs[:shift]}
 
@@ -277,6 +281,7 @@ def main() -> None:
             cells += [f"{statistics.median(x[top] / x[bottom] for x in rounds):>{len(title) + 1}.2f}"
                       for title, top, bottom in ratios]
             print(f"{workers:>7} " + " ".join(cells))
+
 
 if __name__ == "__main__":
     main()

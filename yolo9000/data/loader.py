@@ -174,7 +174,7 @@ class PipelineDataset(IterableDataset):
 
     def batch_of(self, pending: list, slot: Slot, mix: Mix, dropped: dict, position: int,
                  buffers: WorkerBuffers | None) -> dict:
-        """Collate (into a reused shared buffer in a worker), add the dropped-box counts to the running totals, attach stats."""
+        """Collate (in a worker, into a reused shared buffer), add up dropped-box counts, attach the stats."""
         ident, out = buffers.take(len(pending) * pending[0][0].numel()) if buffers else (None, None)
         batch = collate(pending, self.cfg.max_boxes, out)
         for reason, count in batch.pop("dropped").items():
