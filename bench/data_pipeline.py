@@ -14,6 +14,7 @@ For loader worker counts 0, 1, 2 it measures samples/s of
   shards+decode: the same shard stream decoded, no augmentation (shows what augmentation + batching cost)
   (b)      : a plain map-style Dataset reading the same images and json from files, same transforms, same collate
              (into fresh shared memory per batch, as a plain DataLoader does; the pipeline reuses its buffers)
+  fresh shm: the pipeline with `reuse_buffers=False` (pipe/fresh: what reusing worker buffers gains)
 and prints a table: samples/s are medians of `--rounds` repeats, ratios medians of the per-round
 ratios; each round measures all columns one after another in an order rotated per round, so load
 from other processes hits them alike. One intra-op thread everywhere. Timing starts after each
@@ -31,6 +32,7 @@ import random
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -235,12 +237,12 @@ def measure(workers: int, samples: list[dict], shards: Path, paths: list[Path], 
         return rate(DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=workers,
                                collate_fn=partial(collate, max_boxes=cfg.max_boxes)), lambda b: len(b["keys"]))
 
-    def pipeline() -> float:
-        batches = iter(Loader(cfg, labelmap))
+    def pipeline(reuse_buffers: bool = True) -> float:
+        batches = iter(Loader(replace(cfg, reuse_buffers=reuse_buffers), labelmap))
         return rate((next(batches) for _ in range(total_batches)), lambda b: len(b["keys"]))
 
     runs = [("decode", decode), ("ship", partial(delivered, "ship")), ("floor", partial(delivered, "resize")),
-            ("stream", stream), ("files", files), ("pipeline", pipeline)]
+            ("stream", stream), ("files", files), ("pipeline", pipeline), ("fresh", partial(pipeline, False))]
     shift = round_index % len(runs)
     return {name: run() for name, run in runs[shift:] + runs[:shift]}
 
@@ -270,9 +272,11 @@ def main() -> None:
         print(f"{len(samples)} samples, mean JPEG {mean_kb:.0f} kB, batch {args.batch_size}, 416x416 output, "
               f"torch threads {torch.get_num_threads()}")
         columns = [("(a) decode/s", "decode"), ("+ship/s", "ship"), ("+resize+batch/s", "floor"),
-                   ("shards+decode/s", "stream"), ("(b) files/s", "files"), ("pipeline/s", "pipeline")]
+                   ("shards+decode/s", "stream"), ("(b) files/s", "files"), ("pipeline/s", "pipeline"),
+                   ("fresh shm/s", "fresh")]
         ratios = [("pipe/(a)", "pipeline", "decode"), ("ship/(a)", "ship", "decode"),
-                  ("floor/(a)", "floor", "decode"), ("pipe/(b)", "pipeline", "files")]
+                  ("floor/(a)", "floor", "decode"), ("pipe/(b)", "pipeline", "files"),
+                  ("pipe/fresh", "pipeline", "fresh")]
         print("workers " + " ".join(f"{title:>{len(title) + 1}}" for title, *_ in columns + ratios))
         for workers in args.workers:
             rounds = [measure(workers, samples, shards, paths, args, i) for i in range(args.rounds)]

@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 import random
 
@@ -179,6 +180,8 @@ def test_workers_reuse_image_buffers_the_consumer_dropped_and_never_those_it_hol
     assert len(buffers) < 24  # the 40 batches came from far fewer buffers
     for batch, copy in zip(held, copies):
         assert torch.equal(batch["images"], copy)
-    reference = take(Loader(cfg, LABELMAP), 40)  # every batch held: no reuse at all
+    fresh = Loader(dataclasses.replace(cfg, reuse_buffers=False), LABELMAP)
+    reference = take(fresh, 40)
+    assert all(stats["buffer"] is None for stats in fresh.per_worker.values())
     for batch, copy in zip(reference, copies + dropped_copies):
         assert torch.equal(batch["images"], copy)

@@ -67,6 +67,7 @@ class LoaderConfig:
     jitter: float = 0.2
     pin_memory: bool = False
     persistent_workers: bool = True
+    reuse_buffers: bool = True  # workers write batches into shared memory the main process has let go
 
     def __post_init__(self) -> None:
         self.sources = [s if isinstance(s, SourceConfig) else SourceConfig(**s) for s in self.sources]
@@ -197,7 +198,7 @@ class Loader:
 
     def __init__(self, cfg: LoaderConfig, labelmap: LabelMap, rank: int = 0, world_size: int = 1,
                  start_step: int = 0, epoch: int = 0, start_positions: dict[int, int] | None = None):
-        returns = [torch.multiprocessing.Queue() for _ in range(cfg.num_workers)]
+        returns = [torch.multiprocessing.Queue() for _ in range(cfg.num_workers if cfg.reuse_buffers else 0)]
         self.lent = LentBuffers(returns)
         self.dataset = PipelineDataset(cfg, labelmap, rank, world_size, start_step, epoch, start_positions, returns)
         self.dataloader = DataLoader(
