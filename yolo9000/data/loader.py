@@ -199,6 +199,8 @@ class Loader:
     def __init__(self, cfg: LoaderConfig, labelmap: LabelMap, rank: int = 0, world_size: int = 1,
                  start_step: int = 0, epoch: int = 0, start_positions: dict[int, int] | None = None):
         returns = [torch.multiprocessing.Queue() for _ in range(cfg.num_workers if cfg.reuse_buffers else 0)]
+        for queue in returns:
+            queue.cancel_join_thread()  # ids not yet read when the run ends are not worth waiting for at exit
         self.lent = LentBuffers(returns)
         self.dataset = PipelineDataset(cfg, labelmap, rank, world_size, start_step, epoch, start_positions, returns)
         self.dataloader = DataLoader(
