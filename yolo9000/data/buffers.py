@@ -2,7 +2,8 @@
 
 A batch leaves a loader worker in shared memory. Fresh shared memory costs a page fault per
 4 kB page on first write; on virtual machines that hand freed pages back to the host that is
-about ten times the copy itself (13 ms against 1.1 ms for a 16 x 480 x 480 x 3 batch here). So
+over ten times the copy itself (10-18 ms against under 1 ms for a 16 x 480 x 480 x 3 batch on our
+2-vCPU test VM). So
 each worker keeps the buffers it made, the main process tells it which ones no tensor uses any
 more, and the worker writes its next batch into one of those.
 """
