@@ -42,7 +42,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from yolo9000.data.buffers import LentBuffers, WorkerBuffers
+from yolo9000.data.buffers import LentBuffers, WorkerBuffers, return_queues, worker_buffers
 from yolo9000.data.collate import collate
 from yolo9000.data.decode import decode_image, decode_sample, decode_target
 from yolo9000.data.labelmap import LabelMap
@@ -138,12 +138,12 @@ class DecodeOnly(IterableDataset):
         canvas = out.view(shape)
         for slot, image in zip(canvas, images):  # padding left unwritten: nothing reads it
             slot[: image.shape[1], : image.shape[2]] = image.permute(1, 2, 0)
-        return {"images": canvas, "buffer": (get_worker_info().id, ident) if buffers else None}
+        return {"images": canvas, "buffer": (buffers.worker, ident) if buffers else None}
 
     def __iter__(self):
         info = get_worker_info()
         mine = self.jpegs if info is None else self.jpegs[info.id :: info.num_workers]
-        buffers = WorkerBuffers(self.returns[info.id]) if info and self.returns else None
+        buffers = worker_buffers(self.returns)
         images = []
         for _ in range(self.passes):
             for data in mine:
@@ -158,10 +158,7 @@ class DecodeOnly(IterableDataset):
 def recycled(batches: DataLoader, lent: LentBuffers):
     """DecodeOnly batches, each image buffer handed back to its worker once the batch is dropped (as Loader does)."""
     for batch in batches:
-        if batch["buffer"] is not None:
-            worker, ident = batch["buffer"]
-            lent.received(worker, tuple(ident), batch["images"])
-        lent.return_released()
+        lent.hand_back(batch["buffer"], batch["images"])
         yield batch
 
 
@@ -223,7 +220,7 @@ def measure(workers: int, samples: list[dict], shards: Path, paths: list[Path], 
         return rate(DataLoader(jpegs, batch_size=None, num_workers=workers), lambda n: n)
 
     def delivered(deliver: str) -> float:
-        returns = [torch.multiprocessing.Queue() for _ in range(workers)]
+        returns = return_queues(workers)
         jpegs = DecodeOnly([s["jpg"] for s in samples], args.passes, args.batch_size, deliver, returns)
         batches = recycled(DataLoader(jpegs, batch_size=None, num_workers=workers), LentBuffers(returns))
         return rate(batches, lambda b: len(b["images"]))

@@ -41,11 +41,11 @@ def test_an_id_goes_back_once_no_tensor_or_view_uses_the_received_images():
     queues = [queue.Queue(), queue.Queue()]
     lent = LentBuffers(queues)
     images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
-    lent.received(1, (7, 0), images)
+    lent.hand_back([1, [7, 0]], images)  # as it comes through the DataLoader: lists
     view = images[0]
     del images
-    lent.return_released()
+    lent.hand_back(None, torch.zeros(0))  # a next batch that is not in a reused buffer
     assert queues[1].empty()  # the view still reads that memory
     del view
-    lent.return_released()
+    lent.hand_back(None, torch.zeros(0))
     assert queues[1].get_nowait() == (7, 0) and queues[0].empty() and not lent.out

@@ -17,9 +17,24 @@ from typing import Any
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils.data import get_worker_info
 
 
 BUFFER_SERIALS = itertools.count()  # never repeats in a process, across WorkerBuffers (persistent workers make several)
+
+
+def return_queues(num_workers: int) -> list:
+    """One queue per loader worker, on which the main process hands back buffer ids."""
+    queues = [torch.multiprocessing.Queue() for _ in range(num_workers)]
+    for returned in queues:
+        returned.cancel_join_thread()  # ids not yet read when the run ends are not worth waiting for at exit
+    return queues
+
+
+def worker_buffers(returns: list | None) -> WorkerBuffers | None:
+    """This loader worker's buffers; None in the main process or when buffers are not reused."""
+    info = get_worker_info()
+    return WorkerBuffers(returns[info.id], info.id) if info is not None and returns else None
 
 
 def new_shared_bytes(numel: int) -> torch.Tensor:
@@ -34,8 +49,8 @@ class WorkerBuffers:
     this worker's buffers of an earlier iteration) is ignored.
     """
 
-    def __init__(self, returned: Any, keep: int = 8):
-        self.returned, self.keep = returned, keep  # a multiprocessing queue of ids
+    def __init__(self, returned: Any, worker: int = 0, keep: int = 8):
+        self.returned, self.worker, self.keep = returned, worker, keep  # a multiprocessing queue of ids
         self.free: dict[tuple[int, int], torch.Tensor] = {}
         self.lent: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -70,12 +85,12 @@ class LentBuffers:
         self.queues = queues  # one per loader worker, indexed by its DataLoader worker id
         self.out: list[tuple[int, tuple[int, int], StorageWeakRef]] = []
 
-    def received(self, worker: int, ident: tuple[int, int], images: torch.Tensor) -> None:
-        """Remember that `images` (as received from `worker`) lives in that worker's buffer `ident`."""
-        self.out.append((worker, ident, StorageWeakRef(images.untyped_storage())))
-
-    def return_released(self) -> None:
-        """Send back the ids of buffers whose received tensors (views included) are all gone."""
+    def hand_back(self, buffer: tuple | list | None, images: torch.Tensor) -> None:
+        """Note that `images` arrived in `buffer` ((worker, id) as the worker sent it, None if not reused),
+        then send back the ids of buffers whose received tensors (views included) are all gone."""
+        if buffer is not None:
+            worker, ident = buffer
+            self.out.append((worker, tuple(ident), StorageWeakRef(images.untyped_storage())))  # DataLoader made it a list
         still_used = []
         for worker, ident, ref in self.out:
             if ref.expired():

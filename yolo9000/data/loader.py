@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from yolo9000.data import transforms as T
-from yolo9000.data.buffers import LentBuffers, WorkerBuffers
+from yolo9000.data.buffers import LentBuffers, WorkerBuffers, return_queues, worker_buffers
 from yolo9000.data.collate import collate
 from yolo9000.data.decode import CorruptSampleError, decode_sample
 from yolo9000.data.labelmap import LabelMap
@@ -133,8 +133,7 @@ class PipelineDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         slot = self.slot()
-        info = get_worker_info()
-        buffers = WorkerBuffers(self.buffer_returns[info.id]) if info and self.buffer_returns else None
+        buffers = worker_buffers(self.buffer_returns)
         mix, numbered = self.raw_samples(slot)
         skip = self.samples_to_skip(slot)
         for _ in zip(range(skip), numbered):  # fast-forward before decoding
@@ -187,7 +186,7 @@ class PipelineDataset(IterableDataset):
             "unreadable_shards": sum(s.counters.unreadable_shards for s in self.streams.values()),
             "source_counts": dict(mix.counts),
             "dropped_boxes": dict(dropped),
-            "buffer": None if buffers is None else (get_worker_info().id, ident),  # for the main process to hand back
+            "buffer": None if buffers is None else (buffers.worker, ident),  # for the main process to hand back
         }
         return batch
 
@@ -198,9 +197,7 @@ class Loader:
 
     def __init__(self, cfg: LoaderConfig, labelmap: LabelMap, rank: int = 0, world_size: int = 1,
                  start_step: int = 0, epoch: int = 0, start_positions: dict[int, int] | None = None):
-        returns = [torch.multiprocessing.Queue() for _ in range(cfg.num_workers if cfg.reuse_buffers else 0)]
-        for queue in returns:
-            queue.cancel_join_thread()  # ids not yet read when the run ends are not worth waiting for at exit
+        returns = return_queues(cfg.num_workers if cfg.reuse_buffers else 0)
         self.lent = LentBuffers(returns)
         self.dataset = PipelineDataset(cfg, labelmap, rank, world_size, start_step, epoch, start_positions, returns)
         self.dataloader = DataLoader(
@@ -230,8 +227,5 @@ class Loader:
         for batch in self.dataloader:
             stats = batch.pop("stats")
             self.per_worker[stats["worker"]] = stats
-            if stats["buffer"] is not None:
-                worker, ident = stats["buffer"]
-                self.lent.received(worker, tuple(ident), batch["images"])  # the DataLoader made the tuple a list
-            self.lent.return_released()
+            self.lent.hand_back(stats["buffer"], batch["images"])
             yield batch
