@@ -8,6 +8,7 @@ Modules are registered in darknet's cfg order, so `weights.py` walks them in fil
 import torch
 from torch import nn
 
+from yolo9000.model.darknet19 import Darknet19
 from yolo9000.model.layers import (
     ConvBNLeaky,
     Darknet19Trunk,
@@ -86,13 +87,23 @@ class YOLO9000(nn.Module):
         return self.detect(features)
 
 
-class TinyYOLOv2(nn.Module):
-    """Tiny YOLOv2 (tiny-yolo-voc.cfg, d2dece3d): 6 conv+maxpool stages, two 1024 3x3s, linear 1x1."""
+def scaled_spec(spec: list[LayerSpec], width: float) -> list[LayerSpec]:
+    """Layer specs with every conv's filters times `width` (at least 8): a thinner network for small runs."""
+    if width <= 0:
+        raise ValueError(f"width multiplier must be > 0, got {width}")
+    return [(max(8, round(item[0] * width)), item[1]) if isinstance(item, tuple) else item for item in spec]
 
-    def __init__(self, num_classes: int, num_anchors: int = 5) -> None:
+
+class TinyYOLOv2(nn.Module):
+    """Tiny YOLOv2 (tiny-yolo-voc.cfg, d2dece3d): 6 conv+maxpool stages, two 1024 3x3s, linear 1x1.
+
+    `width` scales every conv's filters (1 = darknet's network; ½ trains ~10x faster on a CPU).
+    """
+
+    def __init__(self, num_classes: int, num_anchors: int = 5, width: float = 1.0) -> None:
         super().__init__()
-        self.num_classes, self.num_anchors = num_classes, num_anchors
-        self.features, channels = build_layers(TINY_YOLOV2, 3)
+        self.num_classes, self.num_anchors, self.width = num_classes, num_anchors, width
+        self.features, channels = build_layers(scaled_spec(TINY_YOLOV2, width), 3)
         self.detect = nn.Conv2d(channels, head_filters(num_classes, num_anchors), kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,12 +111,43 @@ class TinyYOLOv2(nn.Module):
         return self.detect(self.features(x))
 
 
-def build_detector(arch: str, num_classes: int, num_anchors: int, head: str = "paper") -> nn.Module:
-    """Build a detector by name: "yolov2" (head "paper" or "final"), "yolo9000" or "tiny-yolov2"."""
+class TinyYOLOv2Classifier(nn.Module):
+    """Tiny YOLOv2's conv stages under a linear 1x1 conv to classes and a global average pool.
+
+    The classifier stage of the chain classifier -> detector: its `features` load into TinyYOLOv2's.
+    """
+
+    def __init__(self, num_classes: int, width: float = 1.0) -> None:
+        super().__init__()
+        self.num_classes, self.width = num_classes, width
+        self.features, channels = build_layers(scaled_spec(TINY_YOLOV2, width), 3)
+        self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_size(x, 32, "TinyYOLOv2Classifier")
+        return self.classifier(self.features(x)).mean(dim=(2, 3))  # (B, num_classes)
+
+
+def build_detector(arch: str, num_classes: int, num_anchors: int, head: str = "paper", width: float = 1.0) -> nn.Module:
+    """Build a detector by name: "yolov2" (head "paper" or "final"), "yolo9000" or "tiny-yolov2" (any width)."""
+    if arch != "tiny-yolov2" and width != 1.0:
+        raise ValueError(f"width={width}: only tiny-yolov2 takes a width multiplier")
     if arch == "yolov2":
         return YOLOv2(num_classes, num_anchors, head=head)
     elif arch == "yolo9000":
         return YOLO9000(num_classes, num_anchors)
     elif arch == "tiny-yolov2":
-        return TinyYOLOv2(num_classes, num_anchors)
+        return TinyYOLOv2(num_classes, num_anchors, width=width)
     raise ValueError(f"unknown detector architecture {arch!r}; valid names: {', '.join(ARCHS)}")
+
+
+def build_classifier(arch: str, num_classes: int, width: float = 1.0) -> nn.Module:
+    """The global-pool classifier over a detector's trunk: Darknet-19 for yolov2 / yolo9000 / darknet19,
+    Tiny YOLOv2's conv stages for tiny-yolov2."""
+    if arch in ("darknet19", "yolov2", "yolo9000"):
+        if width != 1.0:
+            raise ValueError(f"width={width}: only tiny-yolov2 takes a width multiplier")
+        return Darknet19(num_classes)
+    if arch == "tiny-yolov2":
+        return TinyYOLOv2Classifier(num_classes, width=width)
+    raise ValueError(f"unknown classifier architecture {arch!r}; valid names: darknet19, {', '.join(ARCHS)}")
