@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from wordtree.darknet_files import load_tree, read_lines_file  # noqa: E402
 from yolo9000.hierarchy import TreeArrays  # noqa: E402
 from yolo9000.loss import RegionLoss, RegionLossConfig  # noqa: E402
+from yolo9000.batch import BatchTargets  # noqa: E402
 from yolo9000.model.yolov2 import YOLO9000, YOLOv2  # noqa: E402
 
 DARKNET = REPO / "wordtree" / "data" / "darknet"
@@ -34,7 +35,7 @@ VOC_ANCHORS = [[1.3221, 1.73145], [3.19275, 4.00944], [5.05587, 8.09892], [9.471
 NINE_K_ANCHORS = [[0.77871, 1.14074], [3.00525, 4.31277], [9.22725, 9.61974]]  # yolo9000.cfg
 
 
-def make_targets(batch: int, labels: list[int], classification_share: float, seed: int) -> dict:
+def make_targets(batch: int, labels: list[int], classification_share: float, seed: int) -> BatchTargets:
     """Random boxes (1–12 per detection image, padded to 30 rows) and classification images."""
     gen = torch.Generator().manual_seed(seed)
     rows = 30
@@ -47,7 +48,7 @@ def make_targets(batch: int, labels: list[int], classification_share: float, see
     label = torch.where(torch.arange(rows)[None] < count, label, -1)
     is_classification = torch.arange(batch) < int(batch * classification_share)
     image_label = torch.where(is_classification, pool[torch.randint(len(pool), (batch,), generator=gen)], -1)
-    return {"boxes": boxes, "labels": label, "is_classification": is_classification, "image_label": image_label}
+    return BatchTargets(boxes, label, is_classification, image_label)
 
 
 def build_case(case: str):

@@ -70,8 +70,13 @@ def delta_region_class(p, delta, node, parent, groups, group_of, scale):
 
 def region_reference(output, boxes, labels, is_classification, image_label, anchors, num_classes, parent,
                      seen, version="paper", object_scale=5.0, noobject_scale=1.0, class_scale=1.0,
-                     coord_scale=1.0, thresh=0.6, rescore=True, bias_match=True):
-    """(gradient w.r.t. the raw output (B, A·(5+C), H, W), stats dict) for float64 numpy inputs."""
+                     coord_scale=1.0, thresh=0.6, rescore=True, bias_match=True,
+                     classification_noobject="darknet", classification_anchor="darknet"):
+    """(gradient w.r.t. the raw output (B, A·(5+C), H, W), stats dict) for float64 numpy inputs.
+
+    The two classification_* options are our departures from darknet (noobject push "off"; anchor chosen
+    by σ(obj) alone with "objectness"); their defaults are darknet's code as the notes describe it.
+    """
     B, _, H, W = output.shape
     A, C = len(anchors), num_classes
     parent = list(parent) if parent is not None else [-1] * C
@@ -102,8 +107,11 @@ def region_reference(output, boxes, labels, is_classification, image_label, anch
             for a in range(A):
                 for j in range(H):
                     for i in range(W):
-                        delta[b, a, 4, j, i] = noobject_scale * (0 - act[b, a, 4, j, i])
-                        p = act[b, a, 4, j, i] * hierarchy_probability(probs[b, a, :, j, i], node, parent)
+                        if classification_noobject == "darknet":
+                            delta[b, a, 4, j, i] = noobject_scale * (0 - act[b, a, 4, j, i])
+                        p = act[b, a, 4, j, i]
+                        if classification_anchor == "darknet":
+                            p *= hierarchy_probability(probs[b, a, :, j, i], node, parent)
                         if p > best_p:
                             best_p, best = p, (a, j, i)
             a, j, i = best

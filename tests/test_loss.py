@@ -1,5 +1,6 @@
 """RegionLoss: autograd gradients equal −(darknet's deltas) from the slow loop replica, plus loss properties."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 
 from darknet_reference import region_reference
 from wordtree.darknet_files import load_tree
+from yolo9000.batch import BatchTargets
 from yolo9000.hierarchy import TreeArrays
 from yolo9000.loss import RegionLoss, RegionLossConfig
 from yolo9000.targets import TargetError, decode_boxes, ignore_mask
@@ -42,12 +44,8 @@ def make_batch(seed, num_classes, labels, is_classification=(False, False, True)
         boxes[b, 6] = np.clip(np.r_[pred[:2] - pred[2:] / 2, pred[:2] + pred[2:] / 2], 0.01, 0.99)
         label[b, 6] = rng.choice(labels)
     image_label = np.where(is_classification, rng.choice(labels, size=batch), -1)
-    targets = {
-        "boxes": torch.tensor(boxes),
-        "labels": torch.tensor(label),
-        "is_classification": torch.tensor(is_classification),
-        "image_label": torch.tensor(image_label),
-    }
+    targets = BatchTargets(torch.tensor(boxes), torch.tensor(label), torch.tensor(is_classification),
+                           torch.tensor(image_label))
     return torch.tensor(output, requires_grad=True), targets
 
 
@@ -60,8 +58,8 @@ def run_both(output, targets, num_classes, parent, seen, anchors=ANCHORS, **conf
     (gradient,) = torch.autograd.grad(result.total, output)
     reference_config = {k: v for k, v in config.items() if k != "darknet_version"}
     expected, expected_stats = region_reference(
-        output.detach().numpy(), targets["boxes"].numpy(), targets["labels"].numpy(),
-        targets["is_classification"].numpy(), targets["image_label"].numpy(), anchors, num_classes, parent,
+        output.detach().numpy(), targets.boxes.numpy(), targets.labels.numpy(),
+        targets.is_classification.numpy(), targets.image_label.numpy(), anchors, num_classes, parent,
         seen=seen + output.shape[0], version=config.get("darknet_version", "paper"), **reference_config,
     )
     return gradient.numpy(), result, expected, expected_stats
@@ -97,8 +95,8 @@ def test_later_truth_in_the_same_slot_overwrites_only_its_own_path_groups():
     # keep their deltas, the root group goes to 6. Then 8 after 13: 13's own group {13, 14} is kept.
     for labels in ([13, 6], [13, 8], [8, 13], [5, 6]):
         output, targets = make_batch(3, len(SMALL_TREE), labels=[0], is_classification=(False,))
-        targets["labels"][0, :] = -1
-        targets["labels"][0, 0], targets["labels"][0, 4] = labels
+        targets.labels[0, :] = -1
+        targets.labels[0, 0], targets.labels[0, 4] = labels
         gradient, result, expected, _ = run_both(output, targets, len(SMALL_TREE), SMALL_TREE, 20000)
         np.testing.assert_allclose(gradient, expected, atol=1e-12)
 
@@ -143,14 +141,14 @@ def test_noobject_loss_ignores_predictions_overlapping_a_truth():
     objectness_grad = output.grad.view(1, 3, 9, 4, 4)[:, :, 4]
     pred = decode_boxes(torch.sigmoid(output.detach().view(1, 3, 9, 4, 4)[:, :, :2].permute(0, 1, 3, 4, 2)),
                         output.detach().view(1, 3, 9, 4, 4)[:, :, 2:4].permute(0, 1, 3, 4, 2), torch.tensor(ANCHORS).double())
-    ignored = ignore_mask(pred, targets["boxes"], targets["labels"] >= 0, 0.6)
+    ignored = ignore_mask(pred, targets.boxes, targets.labels >= 0, 0.6)
     assert ignored[0, 1, 1, 2]  # the fixture's truth copied from this prediction
     assert torch.all(objectness_grad[ignored] == 0)
 
 
 def test_image_without_boxes_gives_exactly_zero_box_class_and_objectness_terms():
     output, targets = make_batch(8, 6, labels=range(6), is_classification=(False,))
-    targets["labels"][:] = -1
+    targets.labels[:] = -1
     result = RegionLoss(torch.tensor(ANCHORS), 6)(output, targets)
     for term in ("coord", "class", "objectness"):
         assert result.terms[term].item() == 0.0
@@ -164,7 +162,7 @@ def test_batch_loss_equals_sum_of_single_image_losses(parent):
     tree = TreeArrays.from_parent(parent) if parent else None
     criterion = RegionLoss(torch.tensor(ANCHORS), num_classes, tree).eval()
     batch = criterion(output, targets)
-    singles = [criterion(output[b : b + 1], {k: v[b : b + 1] for k, v in targets.items()}) for b in range(3)]
+    singles = [criterion(output[b : b + 1], targets.select(slice(b, b + 1))) for b in range(3)]
     for term, value in batch.terms.items():
         torch.testing.assert_close(value, sum(s.terms[term] for s in singles))
 
@@ -187,12 +185,12 @@ def test_seen_is_a_buffer_counting_training_images_and_ending_the_prior_term():
 def test_bad_targets_and_output_shapes_are_refused_with_the_place():
     output, targets = make_batch(11, 4, labels=range(4), is_classification=(False, True))
     criterion = RegionLoss(torch.tensor(ANCHORS), 4)
-    bad = {**targets, "labels": targets["labels"].clone()}
-    bad["labels"][0, 2] = 4
+    bad = replace(targets, labels=targets.labels.clone())
+    bad.labels[0, 2] = 4
     with pytest.raises(TargetError, match=r"\[0, 2\] = 4"):
         criterion(output, bad)
-    bad = {**targets, "image_label": torch.tensor([-1, -1])}
-    with pytest.raises(TargetError, match=r"image_label'\]\[1\]"):
+    bad = replace(targets, image_label=torch.tensor([-1, -1]))
+    with pytest.raises(TargetError, match=r"image_label\[1\]"):
         criterion(output, bad)
     with pytest.raises(ValueError, match="channels"):
         RegionLoss(torch.tensor(ANCHORS), 5)(output, targets)
@@ -202,7 +200,50 @@ def test_more_than_darknets_30_truths_per_image_all_count():
     gen = torch.Generator().manual_seed(12)
     centre = torch.rand(1, 40, 2, generator=gen) * 0.6 + 0.2
     boxes = torch.cat([centre - 0.1, centre + 0.1], -1)
-    targets = {"boxes": boxes, "labels": torch.arange(40)[None] % 4, "is_classification": torch.tensor([False]),
-               "image_label": torch.tensor([-1])}
+    targets = BatchTargets.detection(boxes, torch.arange(40)[None] % 4)
     output = torch.randn(1, 3 * 9, 13, 13)
     assert RegionLoss(torch.tensor(ANCHORS), 4)(output, targets).stats["count"] == 40
+
+
+@pytest.mark.parametrize("noobject,anchor", [("off", "darknet"), ("darknet", "objectness"), ("off", "objectness")])
+def test_classification_image_options_equal_the_reference_with_the_same_choice(noobject, anchor):
+    output, targets = make_batch(13, len(SMALL_TREE), labels=range(len(SMALL_TREE)), is_classification=(True, False, True))
+    gradient, result, expected, expected_stats = run_both(
+        output, targets, len(SMALL_TREE), SMALL_TREE, 0, classification_noobject=noobject, classification_anchor=anchor)
+    np.testing.assert_allclose(gradient, expected, rtol=1e-9, atol=1e-12)
+    assert_stats_equal(result.stats, expected_stats)
+
+
+def test_without_the_classification_noobject_push_other_anchors_of_a_classification_image_get_no_gradient():
+    output, targets = make_batch(14, 6, labels=range(6), is_classification=(True,))
+    criterion = RegionLoss(torch.tensor(ANCHORS, dtype=torch.float64), 6, config=RegionLossConfig(
+        classification_noobject="off", darknet_version="final"))  # final: the chosen anchor's objectness gets 0 too
+    (gradient,) = torch.autograd.grad(criterion(output, targets).total, output)
+    objectness_gradient = gradient.view(1, len(ANCHORS), 11, 4, 4)[:, :, 4]
+    assert objectness_gradient.abs().sum() == 0
+    assert gradient.abs().sum() > 0
+
+
+def test_objectness_choice_of_the_classification_anchor_ignores_the_class_scores():
+    output, targets = make_batch(15, 6, labels=range(6), is_classification=(True,))
+    raw = output.detach().view(1, len(ANCHORS), 11, 4, 4)
+    best = int(raw[:, :, 4].reshape(-1).argmax())
+    criterion = RegionLoss(torch.tensor(ANCHORS, dtype=torch.float64), 6, config=RegionLossConfig(classification_anchor="objectness"))
+    (gradient,) = torch.autograd.grad(criterion(output, targets).terms["class"], output)
+    class_gradient = gradient.view(1, len(ANCHORS), 11, 16)[0, :, 5:].abs().sum(1).reshape(-1)  # (A·H·W,)
+    assert class_gradient.nonzero().reshape(-1).tolist() == [best]
+
+
+def test_seen_counts_the_images_of_every_replica():
+    output, targets = make_batch(16, 4, labels=range(4), is_classification=(False, False))
+    criterion = RegionLoss(torch.tensor(ANCHORS), 4, replicas=3).train()
+    criterion(output, targets)
+    assert int(criterion.seen) == 6
+
+
+def test_statistics_are_computed_only_when_asked():
+    output, targets = make_batch(17, 4, labels=range(4), is_classification=(False,))
+    criterion = RegionLoss(torch.tensor(ANCHORS), 4)
+    quiet, full = criterion(output, targets, compute_stats=False), criterion(output, targets)
+    assert quiet.stats == {} and full.stats["count"] > 0
+    torch.testing.assert_close(quiet.total, full.total)

@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from yolo9000.batch import BatchTargets
 from yolo9000.hierarchy import TreeArrays, absolute_log_probs, group_log_softmax
 from yolo9000.targets import (
     Truths,
@@ -97,11 +98,12 @@ def test_ignore_mask_uses_a_strict_threshold_and_only_valid_truths():
 
 
 def test_select_truths_skips_padding_and_classification_images():
-    targets = {
-        "boxes": torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.1, 0.1, 0.2, 0.3]], [[0.0, 0.0, 1.0, 1.0], [0, 0, 0, 0]]]),
-        "labels": torch.tensor([[-1, 3], [2, -1]]),
-        "is_classification": torch.tensor([False, True]),
-    }
+    targets = BatchTargets(
+        boxes=torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.1, 0.1, 0.2, 0.3]], [[0.0, 0.0, 1.0, 1.0], [0, 0, 0, 0]]]),
+        labels=torch.tensor([[-1, 3], [2, -1]]),
+        is_classification=torch.tensor([False, True]),
+        image_label=torch.tensor([-1, 1]),
+    )
     truths = select_truths(targets, num_classes=4)
     assert truths.image.tolist() == [0] and truths.label.tolist() == [3]
     torch.testing.assert_close(truths.box, torch.tensor([[0.15, 0.2, 0.1, 0.2]]))

@@ -2,11 +2,12 @@
 
     config = RegionLossConfig(darknet_version="final")           # or "paper"
     criterion = RegionLoss(anchors, num_classes, tree=TreeArrays.from_parent(wordtree.parent), config=config)
-    result = criterion(output, targets)   # output (B, A·(5+C), H, W), the raw head output
+    result = criterion(output, targets)   # output (B, A·(5+C), H, W), the raw head output; targets: BatchTargets
     result.total.backward()               # result.terms: coord, objectness, noobject, prior, class
     print(result.stats)                   # avg_iou, class, obj, no_obj, avg_recall, count (darknet's line)
 
-`anchors` (A, 2) are in grid-cell units. `targets` is a dict:
+`anchors` (A, 2) are in grid-cell units. `targets` is a `yolo9000.batch.BatchTargets` (moved to the
+output's device here):
     boxes (B, M, 4) float, x0 y0 x1 y1 normalised to [0, 1] of the network input;
     labels (B, M) long, class or tree node index, -1 for padding rows;
     is_classification (B,) bool: classification-only images (box rows ignored);
@@ -24,8 +25,15 @@ divides by a zero count). Where darknet's CPU and GPU paths differ, the GPU path
 softmax is broken, darknet-notes.md "Tensor layout"). Box rows are not limited to darknet's 30.
 
 `seen` (images seen) is a buffer, saved in the state dict. As darknet's train_network_datum does
-`seen += batch` before the forward pass, a training-mode forward first adds B, then applies the prior
-term while seen < prior_images; an eval-mode forward leaves it unchanged.
+`seen += batch` before the forward pass, a training-mode forward first adds B · replicas, then applies
+the prior term while seen < prior_images; an eval-mode forward leaves it unchanged. `replicas` is the
+number of data-parallel ranks that each run this forward on a batch of the same size, so `seen` counts
+the images of the whole job and the prior term lasts the same 12,800 images on 1 rank or 64.
+
+Two choices for classification-only images differ from darknet at small scale (DESIGN.md, platform facts):
+`classification_noobject="off"` drops darknet's no-object push on every other anchor of such an image,
+and `classification_anchor="objectness"` picks the anchor by σ(obj) alone instead of σ(obj)·P(label).
+Both default to darknet's behaviour.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from yolo9000.batch import BatchTargets
 from yolo9000.hierarchy import TreeArrays, node_log_prob, path_log_probs
 from yolo9000.targets import Assignment, RegionTargets, Truths, build_targets, decode_boxes
 
@@ -54,10 +63,15 @@ class RegionLossConfig:
     prior_images: int = 12800
     darknet_version: str = "paper"  # "paper" (d2dece3d) or "final" (777b0982)
     classification_objectness: float = 0.3  # paper: classification images push σ(obj) up to this
+    classification_noobject: str = "darknet"  # "darknet": push every other anchor of a classification image to 0; "off"
+    classification_anchor: str = "darknet"  # "darknet": argmax σ(obj)·P(label); "objectness": argmax σ(obj)
 
     def __post_init__(self) -> None:
-        if self.darknet_version not in ("paper", "final"):
-            raise ValueError(f"darknet_version must be 'paper' or 'final', got {self.darknet_version!r}")
+        choices = {"darknet_version": ("paper", "final"), "classification_noobject": ("darknet", "off"),
+                   "classification_anchor": ("darknet", "objectness")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -169,6 +183,7 @@ class RegionLoss(nn.Module):
         num_classes: int,
         tree: TreeArrays | None = None,
         config: RegionLossConfig | None = None,
+        replicas: int = 1,
     ):
         super().__init__()
         anchors = torch.as_tensor(anchors)
@@ -179,24 +194,26 @@ class RegionLoss(nn.Module):
             raise ValueError(f"the tree has {tree.num_nodes} nodes but num_classes is {num_classes}")
         self.register_buffer("anchors", anchors)
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))
-        self.num_classes = num_classes
+        self.num_classes, self.replicas = num_classes, replicas
         self.tree = tree if tree is not None else TreeArrays.from_parent([-1] * num_classes)
         self.config = config or RegionLossConfig()
 
-    def forward(self, output: Tensor, targets: dict) -> RegionLossResult:
-        """Total loss, named terms and darknet's statistics for one batch."""
+    def forward(self, output: Tensor, targets: BatchTargets, compute_stats: bool = True) -> RegionLossResult:
+        """Total loss, named terms and (when asked: a device sync on a GPU) darknet's statistics for one batch."""
         if self.training:
-            self.seen += output.shape[0]  # darknet: seen += batch before the forward pass
+            self.seen += output.shape[0] * self.replicas  # darknet: seen += batch before the forward pass
         tree, anchors = self._tree_on(output.device), self.anchors.to(output.dtype)
         raw = region_view(output, len(self.anchors), self.num_classes)
-        targets = {**targets, "boxes": targets["boxes"].to(output)}
+        targets = targets.to(output.device)
+        targets.boxes = targets.boxes.to(output.dtype)
         matched = build_targets(decode_detached(raw, anchors), raw.detach()[:, :, 4], raw.detach()[:, :, 5:],
-                                targets, anchors, tree, self.config.thresh, self.config.bias_match)
+                                targets, anchors, tree, self.config.thresh, self.config.bias_match,
+                                self.config.classification_anchor)
         slots = matched.assignment.slot
         pred = gather_predictions(raw, torch.cat([slots, matched.chosen_slot]))
         class_rows, chosen_rows = pred.class_rows[: len(slots)], pred.class_rows[len(slots) :]
         terms = self._terms(pred, matched, class_rows, chosen_rows, tree)
-        stats = self._stats(pred, matched, class_rows, chosen_rows, tree)
+        stats = self._stats(pred, matched, class_rows, chosen_rows, tree) if compute_stats else {}
         return RegionLossResult(sum(terms.values()), terms, stats)
 
     def _terms(self, pred: Predictions, matched: RegionTargets, class_rows: Tensor, chosen_rows: Tensor,
@@ -205,11 +222,14 @@ class RegionLoss(nn.Module):
         config, m = self.config, matched
         prior_on = bool(self.seen < config.prior_images)
         chosen_objectness = pred.objectness.reshape(-1)[m.chosen_slot]
+        pushed_down = m.detection & ~m.ignored & ~m.responsible
+        if config.classification_noobject == "darknet":
+            pushed_down = pushed_down | (~m.detection & ~m.chosen)
         return {
             "coord": coord_loss(pred, m.assignment, m.truths, config),
             "objectness": objectness_loss(pred, m.assignment, config)
             + classification_objectness_loss(chosen_objectness, config),
-            "noobject": noobject_loss(pred, (m.detection & ~m.ignored & ~m.responsible) | (~m.detection & ~m.chosen), config),
+            "noobject": noobject_loss(pred, pushed_down, config),
             "prior": prior_loss(pred, m.detection & ~m.responsible & prior_on, config),
             "class": detection_class_loss(class_rows, m.truths.label, m.class_kept, tree, config.class_scale)
             + classification_class_loss(chosen_rows, m.chosen_label, tree, config.class_scale),

@@ -9,7 +9,8 @@ path"), vectorised over the whole batch:
   (cell, anchor) slot that several truths share (the later one, as darknet's loop overwrites).
 - `kept_class_steps`: with a tree, which (truth, path step) class groups survive those overwrites.
 - `ignore_mask`: anchors whose decoded prediction overlaps some truth by more than `thresh`.
-- `classification_anchor`: for classification-only images, the anchor maximising σ(obj)·P(label).
+- `classification_anchor`: for classification-only images, the anchor maximising σ(obj)·P(label)
+  (darknet), or σ(obj) alone (`by="objectness"`: no anchor can claim a class whatever the image shows).
 - `build_targets`: all of the above for one batch, as a `RegionTargets` (what loss.py consumes).
 
 Boxes are normalised (cx, cy, w, h); anchors are in grid-cell units; slots index the flattened
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from yolo9000.batch import BatchTargets
 from yolo9000.hierarchy import TreeArrays, node_log_prob
 
 
@@ -73,27 +75,27 @@ def centred_iou(a_wh: Tensor, b_wh: Tensor) -> Tensor:
     return intersection / (a_wh.prod(-1) + b_wh.prod(-1) - intersection)
 
 
-def select_truths(targets: dict, num_classes: int) -> Truths:
+def select_truths(targets: BatchTargets, num_classes: int) -> Truths:
     """The boxes with a label ≥ 0 of images that are not classification-only, checked."""
-    labels = targets["labels"]
-    valid = (labels >= 0) & ~targets["is_classification"][:, None]
+    labels = targets.labels
+    valid = (labels >= 0) & ~targets.is_classification[:, None]
     image, row = torch.nonzero(valid, as_tuple=True)  # row-major: image, then row (darknet's order)
-    box = corners_to_centre(targets["boxes"][image, row])
+    box = corners_to_centre(targets.boxes[image, row])
     label = labels[image, row]
     if label.numel():
         bad_label = (label >= num_classes).nonzero()
         if bad_label.numel():
             k = int(bad_label[0])
             raise TargetError(
-                f"targets['labels'][{int(image[k])}, {int(row[k])}] = {int(label[k])} is not below the "
+                f"targets.labels[{int(image[k])}, {int(row[k])}] = {int(label[k])} is not below the "
                 f"{num_classes} classes: map dataset labels to class / tree node indices first"
             )
         bad_box = ((box[:, 2] <= 0) | (box[:, 3] <= 0)).nonzero()
         if bad_box.numel():
             k = int(bad_box[0])
             raise TargetError(
-                f"targets['boxes'][{int(image[k])}, {int(row[k])}] has no area "
-                f"({targets['boxes'][image[k], row[k]].tolist()}): drop empty boxes or mark the row label -1"
+                f"targets.boxes[{int(image[k])}, {int(row[k])}] has no area "
+                f"({targets.boxes[image[k], row[k]].tolist()}): drop empty boxes or mark the row label -1"
             )
     return Truths(image, row, box, label)
 
@@ -176,14 +178,17 @@ def ignore_mask(pred_boxes: Tensor, boxes: Tensor, valid: Tensor, thresh: float)
 
 
 @torch.no_grad()
-def classification_anchor(objectness_logits: Tensor, class_logits: Tensor, label: Tensor, tree: TreeArrays) -> Tensor:
-    """(B,) flat (A, H, W) index of the anchor maximising σ(obj)·P(label) in each image.
+def classification_anchor(objectness_logits: Tensor, class_logits: Tensor, label: Tensor, tree: TreeArrays,
+                          by: str = "darknet") -> Tensor:
+    """(B,) flat (A, H, W) index of the anchor maximising σ(obj)·P(label) (by="darknet") or σ(obj) (by="objectness").
 
     objectness_logits (B, A, H, W); class_logits (B, A, C, H, W), a view of the head output (not copied);
     label (B,) tree nodes (any valid node for images that are not classification-only; ignore those).
     P(label) comes from the label's path groups only; ties go to the lower index in darknet's
     anchor-major order (darknet-notes.md, "Classification-only path").
     """
+    if by == "objectness":
+        return objectness_logits.reshape(objectness_logits.shape[0], -1).argmax(1)
     images, num_anchors, num_classes, height, width = class_logits.shape
     per_location = class_logits.reshape(images * num_anchors, num_classes, height * width)
     log_p = node_log_prob(per_location, label.repeat_interleave(num_anchors), tree)  # (B·A, HW)
@@ -211,34 +216,35 @@ def build_targets(
     pred_boxes: Tensor,
     objectness_logits: Tensor,
     class_logits: Tensor,
-    targets: dict,
+    targets: BatchTargets,
     anchors: Tensor,
     tree: TreeArrays,
     thresh: float,
     bias_match: bool = True,
+    classification_anchor_by: str = "darknet",
 ) -> RegionTargets:
     """Match a batch's truths to anchors (darknet-notes.md, "Per-image control flow"), vectorised.
 
     pred_boxes (B, A, H, W, 4) decoded predictions; objectness_logits (B, A, H, W); class_logits
-    (B, A, C, H, W); targets as documented in loss.py, on the same device.
+    (B, A, C, H, W); targets on the same device.
     """
     shape, device = objectness_logits.shape, objectness_logits.device
-    is_classification = targets["is_classification"].to(device).bool()
+    is_classification = targets.is_classification.bool()
     truths = select_truths(targets, tree.num_nodes)
     assignment = assign_truths(truths, pred_boxes, anchors, bias_match)
-    valid_truth = (targets["labels"] >= 0) & ~is_classification[:, None]
-    image_label = classification_labels(targets.get("image_label"), is_classification, tree.num_nodes)
+    valid_truth = (targets.labels >= 0) & ~is_classification[:, None]
+    image_label = classification_labels(targets.image_label, is_classification, tree.num_nodes)
     images = torch.nonzero(is_classification).reshape(-1)
     chosen_slot = images
     if images.numel():
-        index = classification_anchor(objectness_logits, class_logits, image_label, tree)
+        index = classification_anchor(objectness_logits, class_logits, image_label, tree, classification_anchor_by)
         chosen_slot = images * shape[1:].numel() + index[images]
     return RegionTargets(
         truths=truths,
         assignment=assignment,
         class_kept=kept_class_steps(assignment.slot, truths.label, tree),
         responsible=_scatter_mask(assignment.slot, shape, device),
-        ignored=ignore_mask(pred_boxes, targets["boxes"], valid_truth, thresh),
+        ignored=ignore_mask(pred_boxes, targets.boxes, valid_truth, thresh),
         detection=~is_classification[:, None, None, None],
         chosen_slot=chosen_slot,
         chosen_label=image_label[images],
@@ -246,16 +252,13 @@ def build_targets(
     )
 
 
-def classification_labels(image_label: Tensor | None, is_classification: Tensor, num_nodes: int) -> Tensor:
+def classification_labels(image_label: Tensor, is_classification: Tensor, num_nodes: int) -> Tensor:
     """(B,) image labels, 0 where the image is not classification-only; a bad label is refused."""
-    if image_label is None:
-        image_label = torch.full_like(is_classification, -1, dtype=torch.long)
-    image_label = image_label.to(is_classification.device)
     bad = is_classification & ((image_label < 0) | (image_label >= num_nodes))
     if bad.any():
         b = int(bad.nonzero()[0])
         raise TargetError(
-            f"targets['image_label'][{b}] = {int(image_label[b])} for a classification image: give a tree "
+            f"targets.image_label[{b}] = {int(image_label[b])} for a classification image: give a tree "
             f"node in [0, {num_nodes})"
         )
     return torch.where(is_classification, image_label, 0)

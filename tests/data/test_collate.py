@@ -21,13 +21,13 @@ def test_batch_has_the_contract_shapes_dtypes_and_padding():
         sample("coco-3", [[4, 4, 8, 8]], [2]),
     ], max_boxes=4)
     assert batch["images"].shape == (3, 3, 32, 32) and batch["images"].dtype == torch.uint8
-    assert batch["boxes"].shape == (3, 4, 4) and batch["boxes"].dtype == torch.float32
-    assert batch["labels"].dtype == torch.int64 and batch["num_boxes"].tolist() == [2, 0, 1]
-    assert batch["boxes"][0, :2].tolist() == [[0, 0, 0.5, 0.25], [0.25, 0.25, 1, 1]]
-    assert batch["labels"].tolist() == [[5, 6, -1, -1], [-1, -1, -1, -1], [2, -1, -1, -1]]
-    assert (batch["boxes"][0, 2:] == 0).all() and (batch["boxes"][1] == 0).all()
-    assert batch["is_classification"].tolist() == [False, True, False]
-    assert batch["image_label"].tolist() == [-1, 9, -1]
+    assert batch["targets"].boxes.shape == (3, 4, 4) and batch["targets"].boxes.dtype == torch.float32
+    assert batch["targets"].labels.dtype == torch.int64 and (batch["targets"].labels >= 0).sum(1).tolist() == [2, 0, 1]
+    assert batch["targets"].boxes[0, :2].tolist() == [[0, 0, 0.5, 0.25], [0.25, 0.25, 1, 1]]
+    assert batch["targets"].labels.tolist() == [[5, 6, -1, -1], [-1, -1, -1, -1], [2, -1, -1, -1]]
+    assert (batch["targets"].boxes[0, 2:] == 0).all() and (batch["targets"].boxes[1] == 0).all()
+    assert batch["targets"].is_classification.tolist() == [False, True, False]
+    assert batch["targets"].image_label.tolist() == [-1, 9, -1]
     assert batch["keys"] == ["coco-1", "imagenet-2", "coco-3"] and batch["sources"] == ["coco", "imagenet", "coco"]
     assert batch["hsv"].tolist() == [[0, 1, 1]] * 3
     assert batch["orig_sizes"].tolist() == [[32, 32]] * 3
@@ -36,7 +36,7 @@ def test_batch_has_the_contract_shapes_dtypes_and_padding():
 def test_boxes_beyond_max_boxes_are_dropped_and_counted():
     boxes = [[i, i, i + 4, i + 4] for i in range(7)]
     batch = collate([sample("coco-1", boxes, list(range(7))), sample("coco-2", boxes[:2], [0, 1])], max_boxes=3)
-    assert batch["num_boxes"].tolist() == [3, 2] and batch["labels"][0].tolist() == [0, 1, 2]
+    assert (batch["targets"].labels >= 0).sum(1).tolist() == [3, 2] and batch["targets"].labels[0].tolist() == [0, 1, 2]
     assert batch["dropped"]["over_max_boxes"] == 4
 
 

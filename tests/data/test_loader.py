@@ -38,8 +38,10 @@ def assert_same_batches(a: list[dict], b: list[dict]):
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert x["keys"] == y["keys"]
-        for name in ("images", "boxes", "labels", "num_boxes", "image_label", "hsv"):
+        for name in ("images", "hsv"):
             assert torch.equal(x[name], y[name]), name
+        for name in ("boxes", "labels", "is_classification", "image_label"):
+            assert torch.equal(getattr(x["targets"], name), getattr(y["targets"], name)), name
 
 
 def test_batches_follow_the_contract_and_mix_both_sources(two_sources):
@@ -47,11 +49,11 @@ def test_batches_follow_the_contract_and_mix_both_sources(two_sources):
     batches = take(loader, 6)
     for batch in batches:
         assert batch["images"].shape == (4, 3, 64, 64) and batch["images"].dtype == torch.uint8
-        assert batch["boxes"].shape == (4, 5, 4) and batch["labels"].shape == (4, 5)
-        classification = batch["is_classification"]
+        assert batch["targets"].boxes.shape == (4, 5, 4) and batch["targets"].labels.shape == (4, 5)
+        classification = batch["targets"].is_classification
         assert classification.tolist() == [s == "imagenet" for s in batch["sources"]]
-        assert (batch["image_label"][classification] >= 3).all() and (batch["image_label"][~classification] == -1).all()
-        assert (batch["num_boxes"][classification] == 0).all()
+        assert (batch["targets"].image_label[classification] >= 3).all() and (batch["targets"].image_label[~classification] == -1).all()
+        assert ((batch["targets"].labels >= 0).sum(1)[classification] == 0).all()
     assert sum(loader.stats["source_counts"].values()) >= 24
 
 
@@ -109,10 +111,10 @@ def test_evaluation_batches_keep_boxes_on_their_rectangles(tmp_path):
                  augment=False, num_workers=0, image_size=96)
     for batch in Loader(cfg, LABELMAP):
         for i, key in enumerate(batch["keys"]):
-            count = int(batch["num_boxes"][i])
+            count = int((batch["targets"].labels >= 0).sum(1)[i])
             assert count == len(by_key[key]["meta"]["boxes"])
             gray = batch["images"][i].float().mean(0)
-            for x0, y0, x1, y1 in (batch["boxes"][i, :count] * 96).round().int().tolist():
+            for x0, y0, x1, y1 in (batch["targets"].boxes[i, :count] * 96).round().int().tolist():
                 assert gray[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].min() > 180
 
 

@@ -1,4 +1,9 @@
-"""(image, target) pairs -> the batch dict; and the device-side step to network input."""
+"""(image, target) pairs -> the batch; and the device-side step to network input.
+
+A batch is a dict of what travels together from a loader worker: `images` (uint8, channels-last),
+`targets` (a `BatchTargets`, moved as one with `.to(device)`), `hsv` factors, `orig_sizes`, `keys`,
+`sources`, and the loader's counters.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import torch
 import torch.nn.functional as nnf
 from torch.utils.data import get_worker_info
 
+from yolo9000.batch import BatchTargets
 from yolo9000.data.transforms import distort_hsv
 
 NO_DISTORTION = (0.0, 1.0, 1.0)  # dhue, dsat, dexp
@@ -36,9 +42,10 @@ def collate(samples: list[tuple[torch.Tensor, dict]], max_boxes: int = 30, out: 
     """Stack S x S uint8 images (into `out`, a flat uint8 buffer, if given) and pad targets to `max_boxes`
     (darknet's 30; extra boxes dropped, counted).
 
-    Returns images (B, 3, S, S) uint8, boxes (B, M, 4) float32 normalised x0 y0 x1 y1, labels (B, M)
-    int64 (-1 padding), num_boxes, is_classification, image_label, hsv (B, 3), orig_sizes (B, 2) (H, W
-    of the stored image, to map letterboxed predictions back), keys, sources, and counts of dropped boxes.
+    Returns images (B, 3, S, S) uint8; targets (BatchTargets: boxes (B, M, 4) float32 normalised x0 y0 x1
+    y1, labels (B, M) int64 (-1 padding), is_classification, image_label, keys); hsv (B, 3); orig_sizes
+    (B, 2) (H, W of the stored image, to map letterboxed predictions back); keys; sources; and counts of
+    dropped boxes.
     """
     images = [image for image, _ in samples]
     targets = [target for _, target in samples]
@@ -59,16 +66,19 @@ def collate(samples: list[tuple[torch.Tensor, dict]], max_boxes: int = 30, out: 
         filled = torch.arange(max_boxes)[None] < kept[:, None]  # (B, M), row-major like the cat below
         boxes[filled] = torch.cat([t["boxes"][:max_boxes] for t in targets]).float() / scale
         labels[filled] = torch.cat([t["labels"][:max_boxes] for t in targets]).long()
+    keys = [t["key"] for t in targets]
     return {
         "images": stack_channels_last(images, out),
-        "boxes": boxes,
-        "labels": labels,
-        "num_boxes": kept.long(),
-        "is_classification": torch.tensor([bool(t["is_classification"]) for t in targets]),
-        "image_label": torch.tensor([int(t["image_label"]) for t in targets], dtype=torch.int64),
+        "targets": BatchTargets(
+            boxes=boxes,
+            labels=labels,
+            is_classification=torch.tensor([bool(t["is_classification"]) for t in targets]),
+            image_label=torch.tensor([int(t["image_label"]) for t in targets], dtype=torch.int64),
+            keys=keys,
+        ),
         "hsv": torch.stack([t.get("hsv", torch.tensor(NO_DISTORTION)) for t in targets]),
         "orig_sizes": torch.tensor([t.get("orig_size", (height, width)) for t in targets], dtype=torch.int64),
-        "keys": [t["key"] for t in targets],
+        "keys": keys,
         "sources": [t["source"] for t in targets],
         "dropped": {
             "over_max_boxes": int((counts - kept).sum()),
