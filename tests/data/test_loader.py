@@ -88,6 +88,18 @@ def test_resuming_from_saved_positions_is_exact_even_after_corrupt_samples(tmp_p
     assert_same_batches(uninterrupted[5:], resumed)
 
 
+def test_two_resumes_taken_before_every_worker_delivered_are_still_exact(two_sources):
+    cfg = config(two_sources, num_workers=2)
+    uninterrupted = take(Loader(cfg, LABELMAP), 8)
+    first = Loader(cfg, LABELMAP)
+    take(first, 3)
+    second = Loader(cfg, LABELMAP, start_step=3, start_positions=first.positions)
+    assert_same_batches(uninterrupted[3:4], take(second, 1))  # only one worker delivers before the next save
+    assert set(second.positions) == {0, 1}
+    third = Loader(cfg, LABELMAP, start_step=4, start_positions=second.positions)
+    assert_same_batches(uninterrupted[4:8], take(third, 4))
+
+
 def test_batches_before_counts_each_workers_share_of_earlier_steps():
     for start, workers in itertools.product(range(12), range(1, 4)):
         for worker in range(workers):

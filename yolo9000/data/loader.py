@@ -204,7 +204,13 @@ class Loader:
             self.dataset, batch_size=None, num_workers=cfg.num_workers, pin_memory=cfg.pin_memory,
             persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
         )
-        self.per_worker: dict[int, dict] = {}
+        # Workers that have not delivered a batch since a resume keep their saved position (zeroed counters),
+        # so a checkpoint taken that early still records where each of them stands.
+        self.per_worker: dict[int, dict] = {
+            int(worker): {"worker": int(worker), "position": int(position), "corrupt_samples": 0,
+                          "unreadable_shards": 0, "source_counts": {}, "dropped_boxes": {}}
+            for worker, position in (start_positions or {}).items()
+        }
 
     @property
     def positions(self) -> dict[int, int]:
