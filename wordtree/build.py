@@ -49,8 +49,13 @@ def build_tree(
     root: str = "physical_entity.n.01",
     shape: Literal["full", "labels-only"] = "full",
     wordnet=None,
+    collapse_chains: bool = False,
 ) -> BuildResult:
-    """A WordTree over the given synsets under `root` (the root itself is not a node)."""
+    """A WordTree over the given synsets under `root` (the root itself is not a node).
+
+    `collapse_chains` drops every added (not given) node with a single child, whose group would hold one
+    node with P(child | parent) = 1: the shape of the paper's WordTree1k (see `collapse_single_children`).
+    """
     if shape not in ("full", "labels-only"):
         raise BuildError(f"shape must be 'full' or 'labels-only', not {shape!r}")
     wordnet = wordnet or open_wordnet()
@@ -64,6 +69,8 @@ def build_tree(
     parent = choose_parents(inside, paths.of)
     if shape == "labels-only":
         parent = _nearest_given_ancestors(inside, parent)
+    if collapse_chains:
+        parent = collapse_single_children(inside, parent)
     order = _darknet_order(inside, parent)
     index = {w: i for i, w in enumerate(order)}
     parents = [index[parent[w]] if parent[w] is not None else -1 for w in order]
@@ -101,6 +108,25 @@ def _add_path(path: Path_, parent: dict) -> None:
         if path[depth] in parent:
             return
         parent[path[depth]] = path[depth - 1] if depth > 0 else None
+
+
+def collapse_single_children(given: list[str], parent: dict) -> dict[str, str | None]:
+    """Remove the added nodes that have exactly one child; each remaining node hangs under its nearest
+    remaining ancestor. Child counts of the others do not change, so one pass removes whole chains."""
+    children: dict[str | None, int] = {}
+    for node, up in parent.items():
+        children[up] = children.get(up, 0) + 1
+    keep = set(given)
+    removed = {node for node in parent if node not in keep and children.get(node, 0) == 1}
+    result: dict[str, str | None] = {}
+    for node in parent:
+        if node in removed:
+            continue
+        up = parent[node]
+        while up is not None and up in removed:
+            up = parent[up]
+        result[node] = up
+    return result
 
 
 def _nearest_given_ancestors(given: list[str], parent: dict) -> dict[str, str | None]:

@@ -154,3 +154,29 @@ def test_built_tree_round_trips_through_darknet_files(wn, tmp_path):
     assert again.wnids == tree.wnids and again.names == tree.names
     assert again.parent.tolist() == tree.parent.tolist()
     assert (tmp_path / "wordtree.labels").read_text().split() == tree.wnids
+
+
+def test_collapsed_chains_leave_no_added_node_with_a_single_child(wn):
+    given = synset_set("imagenet1k")
+    full = build_tree(given, wordnet=wn).tree
+    collapsed = build_tree(given, wordnet=wn, collapse_chains=True).tree
+    assert len(full) == 1768 and len(collapsed) == 1366  # the paper's WordTree1k: 1,369 (see --collapse-chains help)
+    labels = set(given)
+    single = [collapsed.wnids[int(collapsed.group_offset[g])] for g in range(collapsed.num_groups)
+              if collapsed.group_size[g] == 1]
+    parents = {collapsed.wnids[int(collapsed.parent[collapsed.index(w)])] for w in single if collapsed.parent[collapsed.index(w)] >= 0}
+    assert not parents - labels  # a one-node group only under a given synset
+    assert set(collapsed.wnids) >= labels & set(full.wnids)
+
+
+def test_collapsing_keeps_each_label_under_its_nearest_kept_ancestor(wn):
+    given = ids(wn, "square.n.01", "rhombus.n.01", "pentacle.n.01")
+    full = build_tree(given, root="plane_figure.n.01", wordnet=wn).tree
+    collapsed = build_tree(given, root="plane_figure.n.01", wordnet=wn, collapse_chains=True).tree
+    ancestors = {w for w in full.wnids} - {w for w in collapsed.wnids}
+    assert ancestors and all(w not in given for w in ancestors)
+    for wnid in collapsed.wnids:
+        up = collapsed.parent[collapsed.index(wnid)]
+        chain = [full.wnids[i] for i in full.path_to_root(full.index(wnid))[1:]]
+        expected = next((w for w in chain if w in set(collapsed.wnids)), None)
+        assert (collapsed.wnids[int(up)] if up >= 0 else None) == expected

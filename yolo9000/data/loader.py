@@ -38,12 +38,17 @@ KINDS = ("detection", "classification")
 
 @dataclass
 class SourceConfig:
-    """One dataset: shards (list, brace pattern, dir, http://, pipe:), its mixing weight and its kind."""
+    """One dataset: shards (list, brace pattern, dir, http://, pipe:), its mixing weight and its kind.
+
+    `manifest` is the source's manifest.parquet, checked before training starts; by default the one
+    beside local shards.
+    """
 
     name: str
     urls: str | list[str]
     weight: float = 1.0
     kind: str = "detection"
+    manifest: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
