@@ -234,7 +234,8 @@ def apply_update(model: nn.Module, optimizer: torch.optim.Optimizer, progress: P
     if finite:
         optimizer.step()
         progress.nonfinite_in_a_row = 0
-    else:
+    optimizer.zero_grad(set_to_none=True)
+    if not finite:
         progress.nonfinite_in_a_row += 1
         progress.skipped_updates += 1
         progress.skipped_keys = keys[:8]
@@ -243,7 +244,6 @@ def apply_update(model: nn.Module, optimizer: torch.optim.Optimizer, progress: P
             raise NonFiniteLossError(
                 f"{progress.nonfinite_in_a_row} updates in a row had a non-finite loss or gradient (last batch keys "
                 f"{keys[:8]}): lower train.lr, lengthen train.burn_in, or check those samples")
-    optimizer.zero_grad(set_to_none=True)
     return finite
 
 
