@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from yolo9000.train.config import ConfigError, load_config
+from yolo9000.train.launch import PreflightError, fit
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,8 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)
-        from yolo9000.train.launch import PreflightError, fit
-
         result = fit(cfg, address=args.address, show_progress=not args.no_progress)
     except (ConfigError, PreflightError) as error:
         print(f"train_9000: error: {error}", file=sys.stderr)

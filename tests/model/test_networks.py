@@ -241,3 +241,27 @@ def test_model_files_import_only_torch_and_layers():
                 top = name.split(".")[0]
                 allowed = top in ("torch", "__future__") or name == "yolo9000.model.layers"
                 assert allowed or top in sys.stdlib_module_names, f"{path.name} imports {name}"
+
+
+def test_width_multiplier_scales_every_conv_of_tiny_yolov2():
+    from yolo9000.model import build_detector
+
+    half = build_detector("tiny-yolov2", 20, 5, width=0.5)
+    full = build_detector("tiny-yolov2", 20, 5)
+    widths = [m.out_channels for m in half.features if hasattr(m, "conv") for m in [m.conv]]
+    assert widths == [max(8, c // 2) for c in (16, 32, 64, 128, 256, 512, 1024, 1024)]
+    assert half(torch.zeros(1, 3, 128, 128)).shape == full(torch.zeros(1, 3, 128, 128)).shape == (1, 125, 4, 4)
+    with pytest.raises(ValueError, match="only tiny-yolov2 takes a width"):
+        build_detector("yolov2", 20, 5, width=0.5)
+
+
+def test_a_classifier_over_a_detectors_trunk_has_the_detectors_trunk_names_and_shapes():
+    from yolo9000.model import build_classifier, build_detector
+
+    for arch, trunk in (("tiny-yolov2", "features."), ("yolov2", "trunk."), ("yolo9000", "trunk.")):
+        classifier = build_classifier(arch, 7, width=0.25 if arch == "tiny-yolov2" else 1.0)
+        detector = build_detector(arch, 20, 5, width=0.25 if arch == "tiny-yolov2" else 1.0)
+        ours = {k: v.shape for k, v in classifier.state_dict().items() if k.startswith(trunk)}
+        theirs = {k: v.shape for k, v in detector.state_dict().items() if k.startswith(trunk)}
+        assert ours and ours == theirs
+        assert classifier(torch.zeros(2, 3, 64, 64)).shape == (2, 7)

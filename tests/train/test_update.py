@@ -195,3 +195,20 @@ def test_sigkill_during_checkpoint_writes_leaves_the_previous_checkpoint_loadabl
         writer.wait()
         state = load_state(tmp_path / "ck")
         assert bool((state["big"] == state["version"]).all())
+
+
+def test_init_from_a_classifier_checkpoint_loads_its_trunk_into_the_detector(tmp_path):
+    from yolo9000.model import build_classifier
+    from yolo9000.train.config import ModelConfig
+    from yolo9000.train.setup import init_weights
+
+    classifier = build_classifier("tiny-yolov2", 5, width=0.125)
+    save_checkpoint(tmp_path / "cls", {"model": classifier.state_dict()},
+                    ModelSpec("classify", "tiny-yolov2", 5, width=0.125), "x: 1\n", list("abcde"))
+    detector = network()
+    head_before = detector.detect.weight.detach().clone()
+    message = init_weights(detector, ModelConfig(arch="tiny-yolov2", width=0.125, init_from=str(tmp_path / "cls")))
+    trunk = {k: v for k, v in classifier.state_dict().items() if k.startswith("features.")}
+    for name, value in trunk.items():
+        assert torch.equal(detector.state_dict()[name], value), name
+    assert torch.equal(detector.detect.weight, head_before) and f"{len(trunk)} of" in message

@@ -8,7 +8,6 @@ Modules are registered in darknet's cfg order, so `weights.py` walks them in fil
 import torch
 from torch import nn
 
-from yolo9000.model.darknet19 import Darknet19
 from yolo9000.model.layers import (
     ConvBNLeaky,
     Darknet19Trunk,
@@ -139,15 +138,3 @@ def build_detector(arch: str, num_classes: int, num_anchors: int, head: str = "p
     elif arch == "tiny-yolov2":
         return TinyYOLOv2(num_classes, num_anchors, width=width)
     raise ValueError(f"unknown detector architecture {arch!r}; valid names: {', '.join(ARCHS)}")
-
-
-def build_classifier(arch: str, num_classes: int, width: float = 1.0) -> nn.Module:
-    """The global-pool classifier over a detector's trunk: Darknet-19 for yolov2 / yolo9000 / darknet19,
-    Tiny YOLOv2's conv stages for tiny-yolov2."""
-    if arch in ("darknet19", "yolov2", "yolo9000"):
-        if width != 1.0:
-            raise ValueError(f"width={width}: only tiny-yolov2 takes a width multiplier")
-        return Darknet19(num_classes)
-    if arch == "tiny-yolov2":
-        return TinyYOLOv2Classifier(num_classes, width=width)
-    raise ValueError(f"unknown classifier architecture {arch!r}; valid names: darknet19, {', '.join(ARCHS)}")
