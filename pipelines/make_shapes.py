@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-detection", type=int, default=defaults.train_detection,
                         help="detection scenes, coarse labels (default: %(default)s)")
     parser.add_argument("--train-classification", type=int, default=defaults.train_classification,
-                        help="classification images, fine labels, the same number per class (default: %(default)s)")
+                        help="classification images, fine labels, spread evenly over the classes (default: %(default)s)")
     parser.add_argument("--val", type=int, default=defaults.val,
                         help="validation scenes, fine labels (default: %(default)s)")
     parser.add_argument("--tune", type=int, default=defaults.tune,

@@ -74,7 +74,9 @@ def test_bad_settings_exit_with_status_2_and_a_message(tmp_path, capsys, argv, m
     assert message in capsys.readouterr().err
 
 
-def test_a_folder_it_did_not_write_is_refused_with_status_2(tmp_path, capsys):
+def test_a_folder_it_did_not_write_or_a_file_is_refused_with_status_2(tmp_path, capsys):
     (tmp_path / "photos.txt").write_text("not ours")
     assert MAIN["make_shapes"](["--out", str(tmp_path)] + SMALL) == 2
     assert "make_shapes: error:" in capsys.readouterr().err and (tmp_path / "photos.txt").exists()
+    assert MAIN["make_shapes"](["--out", str(tmp_path / "photos.txt")] + SMALL) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "photos.txt").read_text() == "not ours"

@@ -435,6 +435,8 @@ def read_previous(out: Path) -> dict | None:
 
 def reuse_check(out: Path, settings: ShapesSettings) -> str:
     """"" when the folder already holds these settings' complete output, else why it must be generated."""
+    if out.exists() and not out.is_dir():
+        raise ShapesError(f"{out} is a file: --out must be a folder (new, empty, or written by make_shapes)")
     previous = read_previous(out)
     if previous is None:
         if out.exists() and any(out.iterdir()):
