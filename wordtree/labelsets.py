@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / "data"
-LABEL_MAPS = {"coco": DATA / "coco.map", "voc": DATA / "voc.map"}
+LABEL_MAPS = {"coco": DATA / "coco.map", "voc": DATA / "voc.map", "shapes": DATA / "shapes.map"}  # shapes: the demo
 SYNSET_LISTS = {
     "imagenet1k": DATA / "imagenet1k.txt",  # ILSVRC-2012's 1,000 classes (timm's imagenet_synsets.txt)
     "imagenet21k": DATA / "imagenet21k.txt",  # ImageNet fall 2011, 21,843 (timm's imagenet21k_goog_synsets.txt)
@@ -42,7 +42,7 @@ def read_label_map(path: str | Path) -> dict[str, str]:
 
 
 def label_map(dataset: str) -> dict[str, str]:
-    """The shipped name → wnid map of a dataset ("coco", "voc")."""
+    """The shipped name → wnid map of a dataset ("coco", "voc", "shapes")."""
     if dataset not in LABEL_MAPS:
         raise LabelSetError(f"no label map for {dataset!r}; known maps: {', '.join(sorted(LABEL_MAPS))}")
     return read_label_map(LABEL_MAPS[dataset])
