@@ -97,9 +97,20 @@ def save_checkpoint(directory: str | Path, state: dict, spec: ModelSpec, config_
     return directory
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder as given, or the newest complete checkpoint of a run folder (Ray's checkpoint_*)."""
+    path = Path(path)
+    if (path / STATE_FILE).is_file() or not path.is_dir():
+        return path
+    complete = sorted(p for p in path.glob("checkpoint_*") if (p / STATE_FILE).is_file())
+    return complete[-1] if complete else path
+
+
 def load_state(directory: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """The state dict of a checkpoint folder, read with weights_only=True; a foreign or damaged file is an error."""
-    path = Path(directory) / STATE_FILE
+    """The state dict of a checkpoint folder (or a run folder's newest), read with weights_only=True; a
+    foreign or damaged file is an error."""
+    directory = resolve_checkpoint(directory)
+    path = directory / STATE_FILE
     if not Path(directory).is_dir():
         raise CheckpointError(f"{directory}: no such checkpoint folder (expected a folder holding {STATE_FILE})")
     if not path.is_file():
@@ -114,8 +125,8 @@ def load_state(directory: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the network of a checkpoint, load its weights, and read its labels and tree."""
-    directory = Path(directory)
+    """Rebuild the network of a checkpoint (or a run folder's newest), load its weights, read its labels and tree."""
+    directory = resolve_checkpoint(directory)
     state = load_state(directory, map_location)
     spec = ModelSpec(**state["model_spec"])
     model = spec.build()

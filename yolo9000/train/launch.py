@@ -41,6 +41,7 @@ class FitResult:
     metrics: dict
     checkpoint: str | None
     run_folder: Path
+    history: list[dict]  # rank 0's reports seen by this driver, in order
 
 
 # ---------------------------------------------------------------- pre-flight
@@ -140,7 +141,7 @@ def fit(cfg: Config, address: str | None = None, show_progress: bool = True) -> 
                "checkpoint": checkpoint, "config": to_dict(cfg)}
     write_json(folder / "summary.json", summary)
     watcher.plot(folder / "loss.png")
-    return FitResult(result.metrics, checkpoint, folder)
+    return FitResult(result.metrics, checkpoint, folder, watcher.history)
 
 
 def connect(address: str | None) -> None:
@@ -151,7 +152,8 @@ def connect(address: str | None) -> None:
     if address:
         ray.init(address=address)
     else:
-        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
+        # the dashboard also serves the state API that Ray Train's clean-up polls; bound to loopback
+        ray.init(address="local", dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1")
 
 
 def storage_path(path: str) -> str:

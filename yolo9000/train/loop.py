@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import random
+import shutil
 import tempfile
 import time
 import warnings
@@ -56,23 +57,21 @@ class Progress:
 
 def train_worker(config: dict) -> dict:
     """Ray Train's train_loop_per_worker: one rank of the job."""
-    import ray.train
-    import ray.train.torch
+    return run(config_from_dict(config["config"]), RaySession())
 
-    cfg = config_from_dict(config["config"])
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # our metrics go to the driver's bar, not the log
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+
+def run(cfg: Config, session: "RaySession | LocalSession") -> dict:
+    """The training loop of one rank; `session` is Ray Train's (ranks, DDP, checkpoints) or a local one."""
+    rank, world, device = session.rank, session.world, session.device
     set_threads(cfg)
     seed_everything(cfg.seed)
     labels = load_labels(cfg)
     model = build_model(cfg, labels)
     init_weights(model, cfg.model)
-    model = ray.train.torch.prepare_model(model.to(memory_format=memory_format(cfg, device)))
+    model = session.prepare(model.to(device, memory_format=memory_format(cfg, device)))
     criterion = make_criterion(cfg, labels, world).to(device)
     optimizer = make_optimizer(model, cfg)
-    progress, positions = resume(ray.train.get_checkpoint(), model, optimizer, criterion, rank)
+    progress, positions = resume(session.latest_checkpoint(), model, optimizer, criterion, rank)
     loader = Loader(replace(cfg.data, seed=cfg.seed), labels.labelmap, rank, world,
                     start_step=progress.step * cfg.train.subdivisions, start_positions=positions)
     if progress.step >= cfg.train.steps:  # resubmitted after its final checkpoint: nothing left to do
@@ -86,12 +85,63 @@ def train_worker(config: dict) -> dict:
         progress.step, progress.images_seen = step + 1, progress.images_seen + meter.end_update() * world
         if reporting and progress.step < cfg.train.steps:  # the last update is reported below, after precise BN
             metrics = meter.report(progress, optimizer, size, loader, finite)
-            report(cfg, metrics, model, optimizer, criterion, progress, loader, labels, rank, final=False)
+            report(session, cfg, metrics, model, optimizer, criterion, progress, loader, labels, final=False)
     if cfg.train.precise_bn_batches:
         precise_bn(model, batches, cfg, device, cfg.train.precise_bn_batches)
     final = meter.report(progress, optimizer, input_size(cfg, cfg.train.steps - 1), loader, True)
-    report(cfg, final, model, optimizer, criterion, progress, loader, labels, rank, final=True)
+    report(session, cfg, final, model, optimizer, criterion, progress, loader, labels, final=True)
     return final
+
+
+class RaySession:
+    """The loop's view of Ray Train: rank, world size, device, DDP wrapping, checkpoints and reports."""
+
+    def __init__(self) -> None:
+        import ray.train
+        import ray.train.torch
+
+        logging.getLogger("ray.train").setLevel(logging.WARNING)
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model, move_to_device=False)
+
+    def latest_checkpoint(self):
+        import ray.train
+
+        return ray.train.get_checkpoint()
+
+    def report(self, metrics: dict, folder: Path | None) -> None:
+        """Every rank reports (a barrier); files of all ranks' folders merge into one checkpoint."""
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(folder) if folder is not None else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+class LocalSession:
+    """One process, no Ray: the same loop for benchmarks and tests; checkpoints copied under `folder`."""
+
+    def __init__(self, folder: Path | None = None, device: str = "cpu") -> None:
+        self.rank, self.world, self.device = 0, 1, torch.device(device)
+        self.folder, self.reports, self.checkpoints = folder, [], []
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def latest_checkpoint(self):
+        return None
+
+    def report(self, metrics: dict, folder: Path | None) -> None:
+        self.reports.append(metrics)
+        if folder is not None and self.folder is not None:
+            target = self.folder / f"checkpoint_{metrics['step']:08d}"
+            shutil.copytree(folder, target, dirs_exist_ok=True)
+            self.checkpoints.append(target)
 
 
 # ---------------------------------------------------------------- set-up
@@ -306,22 +356,20 @@ def shares(counts: dict[str, int]) -> dict[str, float]:
 # ---------------------------------------------------------------- checkpoints
 
 
-def report(cfg: Config, metrics: dict, model: nn.Module, optimizer, criterion: nn.Module, progress: Progress,
-           loader: Loader, labels: Labels, rank: int, final: bool) -> None:
-    """ray.train.report on every rank; with a checkpoint on checkpoint steps and at the end."""
-    import ray.train
-
+def report(session, cfg: Config, metrics: dict, model: nn.Module, optimizer, criterion: nn.Module,
+           progress: Progress, loader: Loader, labels: Labels, final: bool) -> None:
+    """Report on every rank; with a checkpoint on checkpoint steps and at the end."""
     if not (final or progress.step % cfg.run.checkpoint_every == 0):
-        ray.train.report(metrics)
+        session.report(metrics, None)
         return
     with tempfile.TemporaryDirectory(prefix="yolo9000-checkpoint-") as folder:
-        write_rank_state(Path(folder), rank, loader.positions)
-        if rank == 0:
+        write_rank_state(Path(folder), session.rank, loader.positions)
+        if session.rank == 0:
             state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                      "criterion": criterion.state_dict(), "progress": vars(progress).copy(),
                      "config": to_dict(cfg), "metrics": metrics}
             save_checkpoint(folder, state, model_spec(cfg, labels), to_yaml(cfg), labels.wnids, labels.tree)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        session.report(metrics, Path(folder))
 
 
 def write_rank_state(folder: Path, rank: int, positions: dict[int, int]) -> None:

@@ -15,7 +15,7 @@ from wordtree.tree import TreeError, WordTree
 from yolo9000.data.labelmap import LabelMap
 from yolo9000.hierarchy import TreeArrays
 from yolo9000.model import WeightsError, load_darknet_weights
-from yolo9000.train.checkpoint import CheckpointError, load_state
+from yolo9000.train.checkpoint import CheckpointError, load_state, resolve_checkpoint
 from yolo9000.train.config import Config, ConfigError, ModelConfig
 
 
@@ -45,12 +45,12 @@ def load_labels(cfg: Config) -> Labels:
 
 
 def init_weights(model: nn.Module, cfg: ModelConfig) -> str:
-    """Load `init_from` into a freshly built model: a checkpoint folder of ours (every tensor whose name and
+    """Load `init_from` into a freshly built model: a checkpoint (or run) folder of ours (every tensor whose name and
     shape match, e.g. a classifier's trunk into a detector) or darknet .weights (whole, or the first
     `init_convs` convs, or as many whole convs as the file holds). Returns what was loaded, in words."""
     if cfg.init_from is None:
         return "random initialisation"
-    path = Path(cfg.init_from)
+    path = resolve_checkpoint(cfg.init_from)
     if path.is_dir():
         return load_matching(model, load_state(path)["model"], path)
     if not path.is_file():
