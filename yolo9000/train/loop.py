@@ -68,7 +68,7 @@ def run(cfg: Config, session: "RaySession | LocalSession") -> dict:
     labels = load_labels(cfg)
     model = build_model(cfg, labels)
     init_weights(model, cfg.model)
-    model = session.prepare(model.to(device, memory_format=memory_format(cfg, device)))
+    model = compiled(session.prepare(model.to(device, memory_format=memory_format(cfg, device))), cfg, device)
     criterion = make_criterion(cfg, labels, world).to(device)
     optimizer = make_optimizer(model, cfg)
     progress, positions = resume(session.latest_checkpoint(), model, optimizer, criterion, rank)
@@ -192,6 +192,14 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.train.lr, momentum=cfg.train.momentum)
 
 
+def compiled(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
+    """torch.compile on CUDA when configured, the input size marked dynamic (dynamic=True) so that the
+    multi-scale sizes share one graph instead of recompiling every 10 updates."""
+    if cfg.run.compile and device.type == "cuda":
+        return torch.compile(model, dynamic=True)
+    return model
+
+
 def memory_format(cfg: Config, device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" and cfg.run.channels_last else torch.contiguous_format
 
@@ -234,8 +242,9 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def sync_unless(model: nn.Module, accumulating: bool):
     """DDP's no_sync while accumulating micro-batches: one all-reduce per update, on the last."""
-    if accumulating and isinstance(model, nn.parallel.DistributedDataParallel):
-        return model.no_sync()
+    ddp = getattr(model, "_orig_mod", model)
+    if accumulating and isinstance(ddp, nn.parallel.DistributedDataParallel):
+        return ddp.no_sync()
     return contextlib.nullcontext()
 
 
@@ -406,6 +415,8 @@ def resume(checkpoint, model: nn.Module, optimizer, criterion: nn.Module, rank: 
 
 
 def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside torch.compile's and DDP's wrappers (whose state dict names are the plain ones)."""
+    model = getattr(model, "_orig_mod", model)
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
