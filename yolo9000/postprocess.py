@@ -1,11 +1,13 @@
 """Raw head output → boxes, objectness, class or tree labels, letterbox undone, per-class NMS, COCO rows.
 
+Image sizes are (height, width), as everywhere (geometry.py); the letterbox is undone by geometry.py.
+
 Follows darknet HEAD's `get_region_detections`, `correct_region_boxes` and `validate_detector`
 (darknet-notes.md, "get_region_detections" and "validate_detector"): thresh .005 for evaluation and
 .5 for display, NMS .45, hier_thresh .5. Everything works on whole batches; the only Python loop is the
 one that hands back one `Detections` per image.
 
-    boxes, objectness, logits = decode_boxes(output, anchors)
+    boxes, objectness, logits = decode_output(output, anchors)
     detections = postprocess(output, anchors, image_sizes, input_size=416)             # flat classes
     detections = postprocess(output, anchors, image_sizes, 416, tree=tree)             # top-down label
     detections = postprocess(output, anchors, image_sizes, 416, tree=tree, label_nodes=det200)
@@ -20,6 +22,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
+from yolo9000.geometry import centre_to_corners, corners_to_xywh, decode_boxes, size_hw, unletterbox_boxes
 from yolo9000.hierarchy import TreeArrays, absolute_log_probs, group_log_softmax, top_down_decode
 
 
@@ -52,11 +55,10 @@ class Detections:
     labels: Tensor  # (n,) long: class index, tree node, or index into the requested label set
 
 
-def decode_boxes(output: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def decode_output(output: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(B, A·(5+C), H, W) → boxes (B, A·H·W, 4) normalised xyxy, objectness (B, A·H·W), class logits (B, A·H·W, C).
 
-    darknet-notes.md "Tensor layout and activations": channel a·(5+C)+e; x = (col + σ(tx))/W,
-    y = (row + σ(ty))/H, w = exp(tw)·anchor_w/W, h = exp(th)·anchor_h/H with anchors in grid cells;
+    Channel a·(5+C)+e (darknet-notes.md "Tensor layout and activations"); boxes through geometry.decode_boxes,
     objectness σ(to). Boxes come in darknet's order: anchor, then row, then column.
     """
     anchors = torch.as_tensor(anchors, dtype=output.dtype, device=output.device)
@@ -69,13 +71,8 @@ def decode_boxes(output: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor, Tenso
         raise PostprocessError(f"{channels} output channels do not split into {num_anchors} anchors × (5 + classes)")
     entries = channels // num_anchors
     raw = output.view(batch, num_anchors, entries, height, width)  # (B, A, 5 + C, H, W)
-    col = torch.arange(width, device=output.device, dtype=output.dtype).view(1, 1, 1, width)
-    row = torch.arange(height, device=output.device, dtype=output.dtype).view(1, 1, height, 1)
-    x = (col + raw[:, :, 0].sigmoid()) / width
-    y = (row + raw[:, :, 1].sigmoid()) / height
-    w = raw[:, :, 2].exp() * anchors[:, 0].view(1, -1, 1, 1) / width
-    h = raw[:, :, 3].exp() * anchors[:, 1].view(1, -1, 1, 1) / height
-    boxes = torch.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], dim=-1).reshape(batch, -1, 4)
+    head = raw[:, :, :4].permute(0, 1, 3, 4, 2)  # (B, A, H, W, 4)
+    boxes = centre_to_corners(decode_boxes(head[..., :2].sigmoid(), head[..., 2:], anchors)).reshape(batch, -1, 4)
     objectness = raw[:, :, 4].sigmoid().reshape(batch, -1)
     class_logits = raw[:, :, 5:].permute(0, 1, 3, 4, 2).reshape(batch, -1, entries - 5)
     return boxes, objectness, class_logits
@@ -112,45 +109,13 @@ def label_set_scores(objectness: Tensor, absolute_probs: Tensor, label_nodes: Te
     return objectness[..., None] * absolute_probs[..., label_nodes]
 
 
-def _size_pair(input_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(input_size, int):
-        return input_size, input_size
-    net_w, net_h = (int(v) for v in input_size)
-    return net_w, net_h
-
-
-def letterbox_size(image_sizes: Tensor, input_size: int | Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Integer (new_w, new_h) of each image aspect-fitted into the network input, as darknet computes them."""
-    net_w, net_h = _size_pair(input_size)
-    sizes = torch.as_tensor(image_sizes, dtype=torch.long).reshape(-1, 2)
-    w, h = sizes[:, 0], sizes[:, 1]
-    if (sizes <= 0).any():
-        raise PostprocessError(f"image sizes must be positive (w, h); got {sizes[(sizes <= 0).any(1)][0].tolist()}")
-    width_limited = net_w * h < net_h * w  # netw/w < neth/h, in integers
-    new_w = torch.where(width_limited, torch.full_like(w, net_w), torch.div(w * net_h, h, rounding_mode="floor"))
-    new_h = torch.where(width_limited, torch.div(h * net_w, w, rounding_mode="floor"), torch.full_like(h, net_h))
-    return new_w, new_h
-
-
-def undo_letterbox(boxes: Tensor, image_sizes: Tensor, input_size: int | Sequence[int]) -> Tensor:
-    """Boxes (B, M, 4) normalised in the letterboxed input → original-image pixels, clipped to the image.
-
-    darknet-notes.md "correct_region_boxes": x' = (x − (netw − new_w)/2/netw)/(new_w/netw), likewise y,
-    with integer new_w, new_h; then times the image width and height.
-    """
-    net_w, net_h = _size_pair(input_size)
-    new_w, new_h = letterbox_size(image_sizes, input_size)
-    if boxes.dim() != 3 or boxes.shape[0] != new_w.shape[0]:
-        raise PostprocessError(f"boxes {tuple(boxes.shape)} must be (B, M, 4) with B = {new_w.shape[0]} image sizes")
-    sizes = torch.as_tensor(image_sizes, dtype=boxes.dtype, device=boxes.device).reshape(-1, 1, 2)
-    new_size = torch.stack([new_w, new_h], dim=1).to(boxes).reshape(-1, 1, 2)  # (B, 1, 2)
-    net = torch.tensor([net_w, net_h], dtype=boxes.dtype, device=boxes.device)
-    offset = (net - new_size) / 2 / net
-    scale = new_size / net
-    xy = boxes.view(*boxes.shape[:-1], 2, 2)  # (B, M, corner, xy)
-    pixels = (xy - offset[:, :, None]) / scale[:, :, None] * sizes[:, :, None]
-    pixels = torch.minimum(pixels.clamp(min=0), sizes[:, :, None])
-    return pixels.reshape(boxes.shape)
+def to_image_pixels(boxes: Tensor, image_sizes: Tensor, input_size: int | Sequence[int]) -> Tensor:
+    """Boxes (B, M, 4) normalised to the letterboxed input → pixels of each image (B, 2) (height, width), clipped."""
+    if boxes.dim() != 3 or boxes.shape[0] != len(image_sizes):
+        raise PostprocessError(f"boxes {tuple(boxes.shape)} must be (B, M, 4) with B = {len(image_sizes)} image sizes")
+    net_h, net_w = size_hw(input_size)
+    canvas = boxes * torch.tensor([net_w, net_h, net_w, net_h], dtype=boxes.dtype, device=boxes.device)
+    return unletterbox_boxes(canvas, torch.as_tensor(image_sizes, device=boxes.device), input_size)
 
 
 def select_detections(
@@ -192,17 +157,19 @@ def postprocess(
     tree: TreeArrays | None = None,
     label_nodes: Tensor | None = None,
 ) -> list[Detections]:
-    """Raw head output of letterboxed images → `Detections` per image in original pixels.
+    """Raw head output of letterboxed images → `Detections` per image in its own pixels.
 
-    Flat classes without `tree`; with `tree`, the top-down label per box, or, with `label_nodes`, a score
-    for every node of that label set (labels then index `label_nodes`).
+    `image_sizes` (B, 2) is each image's (height, width), as the loader's `orig_sizes`. Flat classes without
+    `tree` (only the classes in `label_nodes` when given); with `tree`, the top-down label per box, or, with
+    `label_nodes`, a score for every node of that label set. With `label_nodes`, labels index it.
     """
-    boxes, objectness, class_logits = decode_boxes(output, anchors)
-    pixels = undo_letterbox(boxes, image_sizes, input_size)
+    boxes, objectness, class_logits = decode_output(output, anchors)
+    pixels = to_image_pixels(boxes, image_sizes, input_size)
     if tree is None:
+        scores = flat_class_scores(objectness, class_logits)
         if label_nodes is not None:
-            raise PostprocessError("label_nodes selects tree nodes: pass the tree as well")
-        return select_detections(pixels, flat_class_scores(objectness, class_logits), config=config)
+            scores = scores[..., torch.as_tensor(label_nodes, dtype=torch.long, device=scores.device)]
+        return select_detections(pixels, scores, config=config)
     if class_logits.shape[-1] != tree.num_nodes:
         raise PostprocessError(f"the head predicts {class_logits.shape[-1]} classes but the tree has {tree.num_nodes} nodes")
     # score = objectness × P(·) ≤ objectness: only boxes above the threshold need the tree (darknet zeroes the rest)
@@ -234,7 +201,7 @@ def to_coco_results(
         labels = det.labels.cpu()
         if labels.numel() and int(labels.max()) >= len(category):
             raise PostprocessError(f"label {int(labels.max())} has no COCO category id ({len(category)} given)")
-        xywh = torch.cat([det.boxes[:, :2], det.boxes[:, 2:] - det.boxes[:, :2]], dim=1).cpu().tolist()
+        xywh = corners_to_xywh(det.boxes).cpu().tolist()
         rows += [
             {"image_id": int(image_id), "category_id": c, "bbox": b, "score": s}
             for c, b, s in zip(category[labels].tolist(), xywh, det.scores.cpu().tolist())
