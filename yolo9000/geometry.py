@@ -130,3 +130,11 @@ def corners_to_xywh(boxes: Tensor) -> Tensor:
 def xywh_to_corners(boxes: Tensor) -> Tensor:
     """(..., 4) x y w h (COCO's bbox) → x0 y0 x1 y1."""
     return box_convert(boxes, "xywh", "xyxy")
+
+
+def paired_box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Elementwise IoU of broadcastable (..., 4) x0 y0 x1 y1 boxes (torchvision's box_iou gives the N x M matrix)."""
+    overlap = (torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
+    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
+    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
+    return overlap / (area_a + area_b - overlap).clamp(min=torch.finfo(overlap.dtype).tiny)
