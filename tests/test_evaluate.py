@@ -27,6 +27,7 @@ from yolo9000.evaluate import (
     collect_detections,
     evaluate_results_file,
     evaluate_shards,
+    image_class_logits,
     top_down_exact_share,
     voc_metrics,
 )
@@ -297,3 +298,28 @@ def test_the_evaluate_command_on_shards_writes_json_plot_and_a_table(tmp_path, c
     assert (tmp_path / "pr.png").read_bytes()[:4] == b"\x89PNG"
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert len(rows) == written["detections"] > 0
+
+
+def test_a_detector_classifies_an_image_by_its_most_confident_box():
+    output = torch.zeros(1, 2 * (5 + 6), 1, 2)
+    output[0, 4, 0, 1] = 1.0  # anchor 0, column 1
+    output[0, 11 + 4, 0, 0] = 3.0  # anchor 1, column 0: the most confident box
+    output[0, 11 + 5 + CAT, 0, 0] = 7.0
+    tree = small_tree()
+    detector = Detector(FixedHead(output), torch.ones(2, 2), 32, tree.wnids, tree.names, tree)
+    assert image_class_logits(detector, output).argmax(1).tolist() == [CAT]
+
+
+def test_classification_shards_give_hierarchical_accuracy_for_a_classifier_checkpoint(tmp_path):
+    from yolo9000.train.checkpoint import ModelSpec, save_checkpoint
+
+    tree = small_tree()
+    spec = ModelSpec(task="classify", arch="tiny-yolov2", num_classes=len(tree), width=0.25, input_size=64)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "net", {"model": spec.build().state_dict()}, spec, "", tree.wnids, tree)
+    samples = [{"file": f"{i}.jpg", "width": 70, "height": 50, "image_label": TREE_WNIDS[[TERRIER, CAT, POODLE][i % 3]]}
+               for i in range(6)]
+    shards = write_validation_shards(tmp_path, [], samples)
+    result = evaluate_shards(load_detector(tmp_path / "net"), shards, EvaluationSettings(workers=0))
+    assert result.classification["images"] == 6 and not result.coco
+    assert 0 <= result.classification["top1"] <= result.classification["top5"] == 1.0  # 3 candidates: always in the top 5

@@ -6,18 +6,16 @@ import pytest
 import torch
 
 from wordtree.darknet_files import load_tree
-from yolo9000.hierarchy import TreeArrays
+from yolo9000.hierarchy import TreeArrays, top_down_decode
 from yolo9000.postprocess import (
     Detections,
     PostprocessConfig,
     PostprocessError,
     decode_output,
-    label_set_scores,
     postprocess,
     select_detections,
     to_coco_results,
     tree_absolute_probs,
-    tree_top_down_scores,
     to_image_pixels,
 )
 
@@ -181,13 +179,13 @@ def test_tree_detections_skipping_low_objectness_boxes_equal_scoring_every_box()
     config = PostprocessConfig(score_threshold=0.3, hier_thresh=0.4)
     boxes, objectness, logits = decode_output(output, ANCHORS)
     pixels = to_image_pixels(boxes, sizes, 128)
-    absolute = tree_absolute_probs(logits, tree)  # every box, no objectness filter
+    absolute = tree_absolute_probs(logits, tree)  # every box, no objectness filter, every group softmaxed
     assert ((objectness > 0.3).sum() < objectness.numel()) and (objectness > 0.3).any()
-    score, node = tree_top_down_scores(objectness, absolute, tree, config)
-    expected = select_detections(pixels, score, node, config=config)
+    node, prob = top_down_decode(absolute, tree, config.hier_thresh)
+    expected = select_detections(pixels, objectness * prob, node, config=config)
     got = postprocess(output, ANCHORS, sizes, 128, config, tree=tree)
     label_nodes = torch.tensor([4, 3])
-    expected_set = select_detections(pixels, label_set_scores(objectness, absolute, label_nodes), config=config)
+    expected_set = select_detections(pixels, objectness[..., None] * absolute[..., label_nodes], config=config)
     got_set = postprocess(output, ANCHORS, sizes, 128, config, tree=tree, label_nodes=label_nodes)
     for want, have in [*zip(expected, got), *zip(expected_set, got_set)]:
         assert len(have.scores) > 0

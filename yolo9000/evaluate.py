@@ -25,7 +25,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,14 @@ from yolo9000.data.schema import read_manifest
 from yolo9000.data.stream import list_shards
 from yolo9000.geometry import paired_box_iou, xywh_to_corners
 from yolo9000.hierarchy import TreeArrays, absolute_log_probs, group_log_softmax, top_down_decode
-from yolo9000.postprocess import Detections, PostprocessConfig, decode_output, to_coco_results
+from yolo9000.postprocess import (
+    Detections,
+    PostprocessConfig,
+    boxes_and_objectness,
+    candidate_logits,
+    head_view,
+    to_coco_results,
+)
 from yolo9000.predict import Detector, FileBatches, detections_of, label_set, run_network
 from yolo9000.train.checkpoint import write_atomically
 
@@ -456,9 +463,9 @@ def image_class_logits(detector: Detector, output: Tensor) -> Tensor:
     """(B, C) class logits of each image: a classifier's output, or a detector's at its most confident box."""
     if detector.task == "classify":
         return output
-    _, objectness, class_logits = decode_output(output, detector.anchors.to(output.device))
-    best = objectness.argmax(1)
-    return class_logits[torch.arange(len(best), device=best.device), best]
+    raw, anchors = head_view(output, detector.anchors.to(output.device))
+    _, objectness = boxes_and_objectness(raw, anchors)
+    return candidate_logits(raw, torch.arange(len(raw), device=raw.device), objectness.argmax(1))
 
 
 def accuracy(counts: dict[str, int]) -> dict[str, float]:
@@ -518,61 +525,64 @@ def evaluate_shards(detector: Detector, data: str | Path | list[str], settings: 
     if manifest is None and not Path(str(data)).is_dir():
         raise EvaluationError(f"{data}: give the manifest.parquet of these shards (--manifest FILE)")
     manifest = Path(manifest) if manifest is not None else Path(data) / "manifest.parquet"
-    image_labels = read_manifest(manifest, ["image_label"]).column("image_label").to_pylist()
-    categories, keys, gt = None, {}, None
-    if any(label is None for label in image_labels):
+    rows = read_manifest(manifest, ["key", "image_label"]).to_pydict()
+    image_label = dict(zip(rows["key"], rows["image_label"]))  # sample key → wnid, None for detection rows
+    categories, image_ids, gt = None, {}, None
+    if any(label is None for label in image_label.values()):
         if detector.task == "classify":
             raise EvaluationError(f"{manifest}: detection rows (no image_label), but the network is a classifier")
         wnids, nodes, names = evaluated_wnids(detector, manifest, settings)
-        gt, keys = manifest_truth(manifest, wnids)
+        gt, image_ids = manifest_truth(manifest, wnids)
         categories = Categories(list(range(1, len(wnids) + 1)), wnids, names, nodes)
-    loader_wnids = sorted(manifest_wnids(manifest))  # the loader checks labels; truths come from the manifest
-    to_node = class_nodes(detector, [w for w in image_labels if w is not None], loader_wnids)
-    candidates = classification_candidates(detector, image_labels, settings)
-    run, loader = DetectionRun(), evaluation_loader(detector, list_shards(data), loader_wnids, settings)
+    node_of = image_label_nodes(detector, image_label.values())
+    candidates = classification_candidates(detector, node_of, settings)
+    run, loader = DetectionRun(), evaluation_loader(detector, list_shards(data), manifest, settings)
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not settings.progress):
         output = run_network(detector, batch["images"])
-        classification = batch["is_classification"]
-        if (~classification).any():
-            index = torch.nonzero(~classification).reshape(-1)
-            ids = [keys[batch["keys"][i]] for i in index.tolist()]
-            collect_detections(detector, run, output[index.to(output.device)], batch["orig_sizes"][index], ids,
-                               categories, settings)
-        if classification.any():
-            index = torch.nonzero(classification).reshape(-1)
-            labels = to_node[batch["image_label"][index]].to(output.device)
+        labels = [image_label[key] for key in batch["keys"]]  # which samples are classification ones: the manifest says
+        detection = [i for i, label in enumerate(labels) if label is None]
+        if detection:
+            index = torch.tensor(detection)
+            collect_detections(detector, run, output[index.to(output.device)], batch["orig_sizes"][index],
+                               [image_ids[batch["keys"][i]] for i in detection], categories, settings)
+        if len(detection) < len(labels):
+            index = torch.tensor([i for i, label in enumerate(labels) if label is not None])
+            truth = torch.tensor([node_of[labels[i]] for i in index.tolist()], device=output.device)
             logits = image_class_logits(detector, output[index.to(output.device)])
-            run.add_counts(classification_hits(logits, labels, detector.tree_arrays, candidates, settings.hier_thresh))
+            run.add_counts(classification_hits(logits, truth, detector.tree_arrays, candidates, settings.hier_thresh))
     result = score_run(run, gt, categories, detector, settings)
     result.skipped = loader.stats["corrupt_samples"]
     result.images = sum(loader.stats["source_counts"].values()) - result.skipped
     return result
 
 
-def class_nodes(detector: Detector, image_labels: list[str], loader_wnids: list[str]) -> Tensor:
-    """Detector class of each loader label index (-1 where the detector lacks it); image labels must be classes."""
+def image_label_nodes(detector: Detector, image_labels: Iterable[str | None]) -> dict[str, int]:
+    """The detector class of every image label of the validation set; an unknown one is an error listing them."""
     index = {label: i for i, label in enumerate(detector.labels)}
-    missing = sorted({w for w in image_labels if w not in index})
+    wnids = sorted({w for w in image_labels if w is not None})
+    missing = [w for w in wnids if w not in index]
     if missing:
         raise EvaluationError(f"{len(missing)} image labels are not classes of the network: {', '.join(missing[:20])}")
-    return torch.tensor([index.get(w, -1) for w in loader_wnids], dtype=torch.long)
+    return {w: index[w] for w in wnids}
 
 
-def classification_candidates(detector: Detector, image_labels: list[str | None], settings: EvaluationSettings) -> Tensor:
+def classification_candidates(detector: Detector, image_label_nodes: dict[str, int], settings: EvaluationSettings) -> Tensor:
     """Nodes ranked for top-k: the label set's, else the distinct image labels of the validation set."""
     if settings.label_set is not None:
         return label_set(detector, settings.label_set).nodes.to(detector.device)
-    index = {label: i for i, label in enumerate(detector.labels)}
-    classified = sorted({w for w in image_labels if w is not None and w in index})
-    return torch.tensor([index[w] for w in classified], dtype=torch.long, device=detector.device)
+    return torch.tensor(sorted(image_label_nodes.values()), dtype=torch.long, device=detector.device)
 
 
-def evaluation_loader(detector: Detector, shards: list[str], wnids: list[str], settings: EvaluationSettings) -> Loader:
-    """One pass over the shards through the loader's evaluation letterbox path (no augmentation, no resampling)."""
+def evaluation_loader(detector: Detector, shards: list[str], manifest: Path, settings: EvaluationSettings) -> Loader:
+    """One pass over the shards through the loader's evaluation letterbox path (no augmentation, no resampling).
+
+    The loader supplies images, sizes and keys; truths and image labels come from the manifest, so its label
+    map only has to know every wnid there.
+    """
     config = LoaderConfig(sources=[SourceConfig("validation", shards)], batch_size=settings.batch_size,
                           image_size=detector.input_size, num_workers=min(settings.workers, len(shards)),
                           shuffle_buffer=0, augment=False, resampled=False, persistent_workers=False, max_boxes=1)
-    return Loader(config, LabelMap.from_classes(wnids))
+    return Loader(config, LabelMap.from_classes(sorted(manifest_wnids(manifest))))
 
 
 @with_eval_mode

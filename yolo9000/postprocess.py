@@ -23,7 +23,13 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from yolo9000.geometry import centre_to_corners, corners_to_xywh, decode_boxes, size_hw, unletterbox_boxes
-from yolo9000.hierarchy import TreeArrays, absolute_log_probs, group_log_softmax, top_down_decode
+from yolo9000.hierarchy import (
+    TreeArrays,
+    absolute_log_probs,
+    group_log_softmax,
+    label_log_probs,
+    top_down_decode_logits,
+)
 
 
 class PostprocessError(ValueError):
@@ -55,12 +61,8 @@ class Detections:
     labels: Tensor  # (n,) long: class index, tree node, or index into the requested label set
 
 
-def decode_output(output: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(B, A·(5+C), H, W) → boxes (B, A·H·W, 4) normalised xyxy, objectness (B, A·H·W), class logits (B, A·H·W, C).
-
-    Channel a·(5+C)+e (darknet-notes.md "Tensor layout and activations"); boxes through geometry.decode_boxes,
-    objectness σ(to). Boxes come in darknet's order: anchor, then row, then column.
-    """
+def head_view(output: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, A, 5 + C, H, W) view of a (B, A·(5+C), H, W) head output, and the anchors as a tensor beside it."""
     anchors = torch.as_tensor(anchors, dtype=output.dtype, device=output.device)
     if output.dim() != 4 or anchors.dim() != 2 or anchors.shape[1] != 2:
         raise PostprocessError(f"expected output (B, A*(5+C), H, W) and anchors (A, 2); got {tuple(output.shape)} "
@@ -69,12 +71,33 @@ def decode_output(output: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor, Tens
     num_anchors = anchors.shape[0]
     if channels % num_anchors or channels // num_anchors < 5:
         raise PostprocessError(f"{channels} output channels do not split into {num_anchors} anchors × (5 + classes)")
-    entries = channels // num_anchors
-    raw = output.view(batch, num_anchors, entries, height, width)  # (B, A, 5 + C, H, W)
+    return output.view(batch, num_anchors, channels // num_anchors, height, width), anchors
+
+
+def boxes_and_objectness(raw: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
+    """Boxes (B, A·H·W, 4) normalised xyxy (geometry.decode_boxes) and objectness σ(to) (B, A·H·W) of a head view."""
+    batch = raw.shape[0]
     head = raw[:, :, :4].permute(0, 1, 3, 4, 2)  # (B, A, H, W, 4)
     boxes = centre_to_corners(decode_boxes(head[..., :2].sigmoid(), head[..., 2:], anchors)).reshape(batch, -1, 4)
-    objectness = raw[:, :, 4].sigmoid().reshape(batch, -1)
-    class_logits = raw[:, :, 5:].permute(0, 1, 3, 4, 2).reshape(batch, -1, entries - 5)
+    return boxes, raw[:, :, 4].sigmoid().reshape(batch, -1)
+
+
+def candidate_logits(raw: Tensor, image: Tensor, box: Tensor) -> Tensor:
+    """(P, C) class logits of the boxes (image, flat box index) of a head view, copying only those rows."""
+    _, _, _, height, width = raw.shape
+    anchor, cell = box // (height * width), box % (height * width)
+    return raw[image, anchor, 5:, cell // width, cell % width]
+
+
+def decode_output(output: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(B, A·(5+C), H, W) → boxes (B, A·H·W, 4) normalised xyxy, objectness (B, A·H·W), class logits (B, A·H·W, C).
+
+    Channel a·(5+C)+e (darknet-notes.md "Tensor layout and activations"); boxes through geometry.decode_boxes,
+    objectness σ(to). Boxes come in darknet's order: anchor, then row, then column.
+    """
+    raw, anchors = head_view(output, anchors)
+    boxes, objectness = boxes_and_objectness(raw, anchors)
+    class_logits = raw[:, :, 5:].permute(0, 1, 3, 4, 2).reshape(raw.shape[0], -1, raw.shape[2] - 5)
     return boxes, objectness, class_logits
 
 
@@ -89,24 +112,25 @@ def tree_absolute_probs(class_logits: Tensor, tree: TreeArrays) -> Tensor:
 
 
 def tree_top_down_scores(
-    objectness: Tensor, absolute_probs: Tensor, tree: TreeArrays, config: PostprocessConfig = PostprocessConfig()
+    objectness: Tensor, class_logits: Tensor, tree: TreeArrays, config: PostprocessConfig = PostprocessConfig()
 ) -> tuple[Tensor, Tensor]:
-    """(B, M) score and (B, M) tree node of each box's top-down label.
+    """(P,) score and (P,) tree node of each box's top-down label, from (P, C) class logits.
 
     `tree_score="product"` scores objectness × P(label); "objectness" scores objectness alone, as darknet
     HEAD's get_region_detections does (prob[j*] = scale), which ranks a vague "object" like a sure "dog".
     """
     if config.tree_score not in ("product", "objectness"):
         raise PostprocessError(f"tree_score must be 'product' or 'objectness', got {config.tree_score!r}")
-    node, prob = top_down_decode(absolute_probs, tree, config.hier_thresh, config.darknet_product)
+    node, prob = top_down_decode_logits(class_logits, tree, config.hier_thresh, config.darknet_product)
     score = objectness * prob if config.tree_score == "product" else objectness
     return score, node
 
 
-def label_set_scores(objectness: Tensor, absolute_probs: Tensor, label_nodes: Tensor) -> Tensor:
-    """(B, M, L) objectness × absolute P(node) for a fixed label set, e.g. the 200 ImageNet-DET nodes (inet9k.map)."""
-    label_nodes = torch.as_tensor(label_nodes, dtype=torch.long, device=absolute_probs.device)
-    return objectness[..., None] * absolute_probs[..., label_nodes]
+def label_set_scores(objectness: Tensor, class_logits: Tensor, tree: TreeArrays, label_nodes: Tensor) -> Tensor:
+    """(P, L) objectness × absolute P(node) of (P, C) class logits for a fixed label set, e.g. the 80 COCO nodes
+    (coco9k.map) or the 200 ImageNet-DET nodes (inet9k.map) of darknet's tree."""
+    label_nodes = torch.as_tensor(label_nodes, dtype=torch.long, device=class_logits.device)
+    return objectness[:, None] * label_log_probs(class_logits, tree, label_nodes).exp()
 
 
 def to_image_pixels(boxes: Tensor, image_sizes: Tensor, input_size: int | Sequence[int]) -> Tensor:
@@ -163,23 +187,24 @@ def postprocess(
     `tree` (only the classes in `label_nodes` when given); with `tree`, the top-down label per box, or, with
     `label_nodes`, a score for every node of that label set. With `label_nodes`, labels index it.
     """
-    boxes, objectness, class_logits = decode_output(output, anchors)
+    raw, anchors = head_view(output, anchors)
+    boxes, objectness = boxes_and_objectness(raw, anchors)
     pixels = to_image_pixels(boxes, image_sizes, input_size)
     if tree is None:
-        scores = flat_class_scores(objectness, class_logits)
+        scores = flat_class_scores(objectness, raw[:, :, 5:].permute(0, 1, 3, 4, 2).flatten(1, 3))
         if label_nodes is not None:
             scores = scores[..., torch.as_tensor(label_nodes, dtype=torch.long, device=scores.device)]
         return select_detections(pixels, scores, config=config)
-    if class_logits.shape[-1] != tree.num_nodes:
-        raise PostprocessError(f"the head predicts {class_logits.shape[-1]} classes but the tree has {tree.num_nodes} nodes")
+    if raw.shape[2] - 5 != tree.num_nodes:
+        raise PostprocessError(f"the head predicts {raw.shape[2] - 5} classes but the tree has {tree.num_nodes} nodes")
     # score = objectness × P(·) ≤ objectness: only boxes above the threshold need the tree (darknet zeroes the rest)
     image, box = torch.nonzero(objectness > config.score_threshold, as_tuple=True)
-    absolute = tree_absolute_probs(class_logits[image, box], tree)  # (P, C)
+    rows = candidate_logits(raw, image, box)  # (P, C)
     if label_nodes is not None:
-        kept = label_set_scores(objectness[image, box], absolute, label_nodes)  # (P, L)
+        kept = label_set_scores(objectness[image, box], rows, tree, label_nodes)  # (P, L)
         scores = kept.new_zeros(*objectness.shape, kept.shape[-1]).index_put_((image, box), kept)
         return select_detections(pixels, scores, config=config)
-    kept_score, kept_node = tree_top_down_scores(objectness[image, box], absolute, tree, config)
+    kept_score, kept_node = tree_top_down_scores(objectness[image, box], rows, tree, config)
     score = objectness.new_zeros(objectness.shape).index_put_((image, box), kept_score)
     node = torch.zeros(objectness.shape, dtype=torch.long, device=objectness.device).index_put_((image, box), kept_node)
     return select_detections(pixels, score, node, config=config)
