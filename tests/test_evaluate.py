@@ -281,6 +281,8 @@ def test_shard_evaluation_scores_its_rows_like_pycocotools_on_the_manifests_trut
     np.testing.assert_allclose([result.coco[k] for k in ("AP", "AP50", "AP75")], reference[:3], atol=1e-6)
     assert [c["groups"] for c in result.classes] == [[BOXED if w == TREE_WNIDS[DOG] else UNBOXED] for w in wnids]
     assert result.classification["images"] == 2 and set(result.top_down_exact) == {"all", BOXED, UNBOXED}
+    scalars = result.scalars()  # what a training loop reports
+    assert scalars["coco/AP50"] == result.coco["AP50"] and "top_down_exact/unboxed" in scalars
 
 
 def test_the_evaluate_command_on_shards_writes_json_plot_and_a_table(tmp_path, capsys):

@@ -34,13 +34,13 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 from tqdm import tqdm
 
-from wordtree.labelsets import label_map, read_label_map
+from wordtree.labelsets import label_map
 from yolo9000.data.labelmap import LabelMap, manifest_box_wnids, manifest_wnids
 from yolo9000.data.loader import Loader, LoaderConfig, SourceConfig
 from yolo9000.data.schema import read_manifest
 from yolo9000.data.stream import list_shards
 from yolo9000.geometry import paired_box_iou, xywh_to_corners
-from yolo9000.hierarchy import TreeArrays, absolute_log_probs, group_log_softmax, top_down_decode
+from yolo9000.hierarchy import TreeArrays, absolute_log_probs, group_log_softmax, top_down_decode_logits
 from yolo9000.postprocess import (
     Detections,
     PostprocessConfig,
@@ -104,6 +104,16 @@ class EvaluationResult:
             values["top_down_exact_unboxed"] = self.top_down_exact[UNBOXED]["share"]
         return _without_nan(values)
 
+    def scalars(self) -> dict[str, float]:
+        """The headline numbers as one flat {name: value} dict (for a training loop's metrics report)."""
+        flat = {f"coco/{k}": v for k, v in self.coco.items()}
+        flat.update({f"voc/{k}": v for k, v in self.voc.items()})
+        for group, summary in self.groups.items():
+            flat.update({f"{group}/{k}": v for k, v in summary.items() if k in ("AP", "AP50", "voc_ap_area")})
+        flat.update({f"top_down_exact/{group}": share["share"] for group, share in self.top_down_exact.items()})
+        flat.update({f"classification/{k}": v for k, v in self.classification.items() if k != "images"})
+        return {k: float(v) for k, v in flat.items()}
+
 
 def _without_nan(value):
     if isinstance(value, dict):
@@ -139,14 +149,19 @@ def quiet_coco(dataset: dict) -> COCO:
     return coco
 
 
-def load_coco_json(path: str | Path) -> COCO:
-    """A COCO instances file; a missing or malformed file is named."""
+def read_json(path: str | Path):
+    """The JSON value in a file; a missing or malformed file is named."""
     try:
-        dataset = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except OSError as error:
         raise EvaluationError(f"{path}: {error.strerror or error}") from None
     except json.JSONDecodeError as error:
         raise EvaluationError(f"{path}: not JSON ({error})") from None
+
+
+def load_coco_json(path: str | Path) -> COCO:
+    """A COCO instances file; a missing or malformed file is named."""
+    dataset = read_json(path)
     if not isinstance(dataset, dict) or not {"images", "annotations", "categories"} <= set(dataset):
         raise EvaluationError(f"{path}: not a COCO instances file (needs 'images', 'annotations' and 'categories')")
     return quiet_coco(dataset)
@@ -448,7 +463,7 @@ def classification_hits(class_logits: Tensor, labels: Tensor, tree: TreeArrays, 
     ahead = (members >= 0) & ((values > node_value) | ((values == node_value) & (members < path[..., None])))
     rank = ahead.sum(-1)  # (N, D) siblings ranked before the path node
     ancestors_first = ((rank[:, 1:] == 0) | ~on_path[:, 1:]).all(1)
-    decoded, _ = top_down_decode(absolute.exp(), tree, hier_thresh)
+    decoded, _ = top_down_decode_logits(class_logits.float(), tree, hier_thresh)
     return {
         "images": len(labels),
         "top1": int(hit[:, :1].any(1).sum()),
@@ -539,6 +554,9 @@ def evaluate_shards(detector: Detector, data: str | Path | list[str], settings: 
     run, loader = DetectionRun(), evaluation_loader(detector, list_shards(data), manifest, settings)
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not settings.progress):
         output = run_network(detector, batch["images"])
+        unknown = [key for key in batch["keys"] if key not in image_label]
+        if unknown:
+            raise EvaluationError(f"samples {unknown[:5]} of the shards are not in {manifest}: give their manifest")
         labels = [image_label[key] for key in batch["keys"]]  # which samples are classification ones: the manifest says
         detection = [i for i, label in enumerate(labels) if label is None]
         if detection:
@@ -610,12 +628,7 @@ def evaluate_results_file(annotations: str | Path, results: str | Path,
                           settings: EvaluationSettings | None = None) -> EvaluationResult:
     """Score an existing COCO result file of any detector against a COCO instances file, as pycocotools does."""
     gt = load_coco_json(annotations)
-    try:
-        rows = json.loads(Path(results).read_text())
-    except OSError as error:
-        raise EvaluationError(f"{results}: {error.strerror or error}") from None
-    except json.JSONDecodeError as error:
-        raise EvaluationError(f"{results}: not JSON ({error})") from None
+    rows = read_json(results)
     if not isinstance(rows, list) or not all(isinstance(r, dict) and {"image_id", "category_id", "bbox", "score"} <= set(r)
                                              for r in rows):
         raise EvaluationError(f"{results}: not COCO detection results (a list of image_id, category_id, bbox, score)")

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
 from torchvision.io import ImageReadMode, decode_image
 
@@ -247,6 +247,8 @@ def read_image(path: str | Path, exif: bool = True) -> Tensor:
     try:  # what torchvision does not decode (BMP, TIFF, ...), or a JPEG it refuses
         with Image.open(io.BytesIO(data)) as image:
             array = np.asarray((ImageOps.exif_transpose(image) if exif else image).convert("RGB"))
+    except UnidentifiedImageError:
+        raise UnreadableImageError(f"{path}: not an image format torchvision or PIL can read") from None
     except Exception as error:  # PIL raises many types for broken files
         raise UnreadableImageError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
