@@ -13,8 +13,10 @@ from yolo9000.hierarchy import (
     TreeArrays,
     absolute_log_probs,
     group_log_softmax,
+    label_log_probs,
     node_log_prob,
     top_down_decode,
+    top_down_decode_logits,
 )
 
 NINE_K_TREE = Path(__file__).resolve().parents[1] / "wordtree" / "data" / "darknet" / "9k.tree"
@@ -221,3 +223,27 @@ def test_node_log_prob_at_every_location_equals_row_by_row():
     assert per_location.shape == (3, 5)
     for loc in range(5):
         torch.testing.assert_close(per_location[:, loc], node_log_prob(logits[:, :, loc], nodes, tree))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("product", [False, True])
+def test_top_down_decode_from_logits_equals_decoding_the_full_absolute_probabilities(seed, product):
+    parent = random_parent(seed, max_nodes=80)
+    tree = TreeArrays.from_parent(parent)
+    logits = torch.randn(40, len(parent), dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 3
+    absolute = absolute_log_probs(group_log_softmax(logits, tree), tree).exp()
+    for thresh in (0.05, 0.3, 0.5, 0.9):
+        node, prob = top_down_decode_logits(logits, tree, thresh, darknet_product=product)
+        expected_node, expected_prob = top_down_decode(absolute, tree, thresh, darknet_product=product)
+        assert node.tolist() == expected_node.tolist()
+        torch.testing.assert_close(prob, expected_prob)
+
+
+def test_label_log_probs_on_9k_tree_equal_the_full_absolute_log_probs(nine_k):
+    tree = TreeArrays.from_parent(nine_k.parent)
+    logits = torch.randn(5, 9418, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 4
+    coco = torch.tensor([int(line) for line in (NINE_K_TREE.parent / "coco9k.map").read_text().split()])
+    full = absolute_log_probs(group_log_softmax(logits, tree), tree)
+    torch.testing.assert_close(label_log_probs(logits, tree, coco), full[:, coco])
+    node, _ = top_down_decode_logits(logits, tree, 0.1)
+    assert node.tolist() == top_down_decode(full.exp(), tree, 0.1)[0].tolist()

@@ -10,9 +10,10 @@ import torch
 from darknet_reference import region_reference
 from wordtree.darknet_files import load_tree
 from yolo9000.batch import BatchTargets
+from yolo9000.geometry import decode_boxes
 from yolo9000.hierarchy import TreeArrays
 from yolo9000.loss import RegionLoss, RegionLossConfig
-from yolo9000.targets import TargetError, decode_boxes, ignore_mask
+from yolo9000.targets import TargetError, ignore_mask
 
 NINE_K_TREE = Path(__file__).resolve().parents[1] / "wordtree" / "data" / "darknet" / "9k.tree"
 ANCHORS = [[0.8, 1.2], [1.5, 1.5], [2.5, 1.4]]

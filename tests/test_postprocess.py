@@ -6,20 +6,17 @@ import pytest
 import torch
 
 from wordtree.darknet_files import load_tree
-from yolo9000.hierarchy import TreeArrays
+from yolo9000.hierarchy import TreeArrays, top_down_decode
 from yolo9000.postprocess import (
     Detections,
     PostprocessConfig,
     PostprocessError,
-    decode_boxes,
-    label_set_scores,
-    letterbox_size,
+    decode_output,
     postprocess,
     select_detections,
     to_coco_results,
     tree_absolute_probs,
-    tree_top_down_scores,
-    undo_letterbox,
+    to_image_pixels,
 )
 
 ANCHORS = torch.tensor([[1.08, 1.19], [3.42, 4.41], [6.63, 11.38]])
@@ -55,7 +52,7 @@ def slow_decode(output, anchors):
 def test_decode_matches_a_slow_loop_reference():
     torch.manual_seed(0)
     output = torch.randn(2, 3 * (5 + 4), 5, 7, dtype=torch.float64)
-    boxes, objectness, logits = decode_boxes(output, ANCHORS)
+    boxes, objectness, logits = decode_output(output, ANCHORS)
     ref_boxes, ref_objectness, ref_logits = slow_decode(output, ANCHORS)
     torch.testing.assert_close(boxes, ref_boxes.double())
     torch.testing.assert_close(objectness, ref_objectness.double())
@@ -113,36 +110,6 @@ def test_images_without_detections_give_empty_results():
     assert detections[0].boxes.shape == (0, 4)
 
 
-def letterbox_forward(box_px, image_size, net):
-    """Independent letterbox of a pixel box into normalised network coordinates (darknet letterbox_image)."""
-    w, h = image_size
-    if net / w < net / h:
-        new_w, new_h = net, (h * net) // w
-    else:
-        new_w, new_h = (w * net) // h, net
-    dx, dy = (net - new_w) / 2, (net - new_h) / 2
-    x0, y0, x1, y1 = box_px
-    return [(dx + x0 * new_w / w) / net, (dy + y0 * new_h / h) / net,
-            (dx + x1 * new_w / w) / net, (dy + y1 * new_h / h) / net]
-
-
-@pytest.mark.parametrize("image_size", [(640, 480), (333, 500), (416, 416), (1001, 97)])
-def test_letterbox_round_trip_returns_boxes_to_their_original_pixels(image_size):
-    w, h = image_size
-    original = torch.tensor([[0.1 * w, 0.2 * h, 0.7 * w, 0.9 * h], [0, 0, w, h]], dtype=torch.float64)
-    letterboxed = torch.tensor([letterbox_forward(b.tolist(), image_size, 416) for b in original], dtype=torch.float64)
-    back = undo_letterbox(letterboxed[None], torch.tensor([image_size]), 416)[0]
-    torch.testing.assert_close(back, original)
-
-
-def test_letterbox_uses_integer_sizes_and_clips_to_the_image():
-    new_w, new_h = letterbox_size(torch.tensor([[640, 480], [333, 500]]), 416)
-    assert new_w.tolist() == [416, 277] and new_h.tolist() == [312, 416]  # 480·416/640 = 312, 333·416/500 = 277.056
-    outside = torch.tensor([[[-0.2, -0.1, 1.3, 1.2]]], dtype=torch.float64)
-    clipped = undo_letterbox(outside, torch.tensor([[640, 480]]), 416)
-    assert clipped[0, 0].tolist() == [0, 0, 640, 480]
-
-
 def test_coco_rows_have_xywh_boxes_and_mapped_category_ids():
     detections = [
         Detections(torch.tensor([[10.0, 20.0, 40.0, 60.0]]), torch.tensor([0.75]), torch.tensor([1])),
@@ -198,7 +165,7 @@ def test_tree_label_set_scores_are_objectness_times_absolute_probabilities():
 
 def test_mismatched_shapes_raise_errors_that_say_what_does_not_fit():
     with pytest.raises(PostprocessError, match="do not split into 3 anchors"):
-        decode_boxes(torch.zeros(1, 20, 2, 2), ANCHORS)
+        decode_output(torch.zeros(1, 20, 2, 2), ANCHORS)
     with pytest.raises(PostprocessError, match="tree has 6 nodes"):
         postprocess(torch.zeros(1, 5 + 4, 1, 1), torch.ones(1, 2), torch.tensor([[10, 10]]), 32,
                     tree=TreeArrays.from_parent(TINY_PARENT))
@@ -208,17 +175,17 @@ def test_tree_detections_skipping_low_objectness_boxes_equal_scoring_every_box()
     torch.manual_seed(3)
     tree = TreeArrays.from_parent(TINY_PARENT)
     output = torch.randn(2, 3 * (5 + 6), 4, 4, dtype=torch.float64) * 2
-    sizes = torch.tensor([[640, 480], [300, 500]])
+    sizes = torch.tensor([[480, 640], [500, 300]])  # (height, width)
     config = PostprocessConfig(score_threshold=0.3, hier_thresh=0.4)
-    boxes, objectness, logits = decode_boxes(output, ANCHORS)
-    pixels = undo_letterbox(boxes, sizes, 128)
-    absolute = tree_absolute_probs(logits, tree)  # every box, no objectness filter
+    boxes, objectness, logits = decode_output(output, ANCHORS)
+    pixels = to_image_pixels(boxes, sizes, 128)
+    absolute = tree_absolute_probs(logits, tree)  # every box, no objectness filter, every group softmaxed
     assert ((objectness > 0.3).sum() < objectness.numel()) and (objectness > 0.3).any()
-    score, node = tree_top_down_scores(objectness, absolute, tree, config)
-    expected = select_detections(pixels, score, node, config=config)
+    node, prob = top_down_decode(absolute, tree, config.hier_thresh)
+    expected = select_detections(pixels, objectness * prob, node, config=config)
     got = postprocess(output, ANCHORS, sizes, 128, config, tree=tree)
     label_nodes = torch.tensor([4, 3])
-    expected_set = select_detections(pixels, label_set_scores(objectness, absolute, label_nodes), config=config)
+    expected_set = select_detections(pixels, objectness[..., None] * absolute[..., label_nodes], config=config)
     got_set = postprocess(output, ANCHORS, sizes, 128, config, tree=tree, label_nodes=label_nodes)
     for want, have in [*zip(expected, got), *zip(expected_set, got_set)]:
         assert len(have.scores) > 0

@@ -119,14 +119,19 @@ def _members(group_offset: Tensor, group_size: Tensor) -> Tensor:
 
 def group_log_softmax(logits: Tensor, tree: TreeArrays) -> Tensor:
     """(..., C) log P(node | parent): a log-softmax within each sibling group (darknet's softmax_tree)."""
+    return segment_log_softmax(logits, tree.group, tree.num_groups)
+
+
+def segment_log_softmax(logits: Tensor, group: Tensor, num_groups: int) -> Tensor:
+    """(..., K) log-softmax within the groups given per column by `group` (K,) in [0, num_groups)."""
     shape = logits.shape
-    flat = logits.reshape(-1, shape[-1])  # (N, C)
-    index = tree.group.expand_as(flat)
-    group_max = torch.full((flat.shape[0], tree.num_groups), float("-inf"), dtype=flat.dtype, device=flat.device)
+    flat = logits.reshape(-1, shape[-1])  # (N, K)
+    index = group.expand_as(flat)
+    group_max = torch.full((flat.shape[0], num_groups), float("-inf"), dtype=flat.dtype, device=flat.device)
     group_max = group_max.scatter_reduce(1, index, flat.detach(), reduce="amax", include_self=True)
-    shifted = flat - group_max[:, tree.group]
-    sum_exp = torch.zeros_like(group_max).index_add(1, tree.group, shifted.exp())
-    return (shifted - sum_exp.log()[:, tree.group]).reshape(shape)
+    shifted = flat - group_max[:, group]
+    sum_exp = torch.zeros_like(group_max).index_add(1, group, shifted.exp())
+    return (shifted - sum_exp.log()[:, group]).reshape(shape)
 
 
 def absolute_log_probs(conditional_log_probs: Tensor, tree: TreeArrays) -> Tensor:
@@ -141,6 +146,24 @@ def absolute_log_probs(conditional_log_probs: Tensor, tree: TreeArrays) -> Tenso
         above = absolute.index_select(-1, tree.parent[nodes])
         absolute.index_copy_(-1, nodes, conditional_log_probs.index_select(-1, nodes) + above)
     return absolute
+
+
+def label_log_probs(logits: Tensor, tree: TreeArrays, nodes: Tensor) -> Tensor:
+    """(N, C) logits → (N, L) log P(node) of a fixed label set (e.g. the 80 COCO nodes of the 9k tree).
+
+    Only the sibling groups on the label nodes' paths get a softmax (117 of 9k's 1,846 groups, 1,172 of its
+    9,418 columns for COCO), then each node's conditional log-probs are summed along its path; equal to
+    absolute_log_probs(group_log_softmax(logits))[:, nodes].
+    """
+    path = tree.paths[nodes]  # (L, D)
+    groups = torch.unique(tree.group[path[path >= 0]])  # (G',) sorted
+    members = tree.members[groups]  # (G', S)
+    columns = members[members >= 0]  # (K,) ascending: groups are contiguous slices in node order
+    local_group = torch.arange(len(groups), device=groups.device)[:, None].expand_as(members)[members >= 0]
+    conditional = segment_log_softmax(logits[:, columns], local_group, len(groups))  # (N, K)
+    position = torch.searchsorted(columns, path.clamp(min=0))  # (L, D) where each path node sits in `columns`
+    steps = conditional[:, position.reshape(-1)].view(-1, *path.shape)  # (N, L, D)
+    return torch.where(path >= 0, steps, torch.zeros((), dtype=steps.dtype, device=steps.device)).sum(-1)
 
 
 def node_log_prob(logits: Tensor, nodes: Tensor, tree: TreeArrays) -> Tensor:
@@ -216,3 +239,39 @@ def top_down_decode(
         active = accept & (group >= 0)
         group = group.clamp(min=0)
     return node.reshape(shape), probs.gather(1, node[:, None]).reshape(shape)
+
+
+def top_down_decode_logits(
+    logits: Tensor, tree: TreeArrays, hier_thresh: float = 0.5, darknet_product: bool = False
+) -> tuple[Tensor, Tensor]:
+    """top_down_decode of the absolute probabilities that (N, C) logits give, softmaxing only the groups visited.
+
+    Within a group the most probable member by absolute probability is the most probable by conditional
+    probability (they share the parent's factor), so one (N, S) softmax per level replaces the (N, C) group
+    softmax and path products: 17 groups of at most 149 members per box instead of 9,418 columns for darknet's tree.
+    """
+    count = logits.shape[0]
+    group = torch.zeros(count, dtype=torch.long, device=logits.device)
+    parent_prob = torch.ones(count, dtype=logits.dtype, device=logits.device)  # absolute P of the last accepted node
+    product = torch.ones_like(parent_prob)
+    active = torch.ones(count, dtype=torch.bool, device=logits.device)
+    node, node_prob = torch.zeros_like(group), torch.zeros_like(parent_prob)
+    for level in range(tree.max_depth):
+        members = tree.members[group]  # (N, S)
+        values = logits.gather(1, members.clamp(min=0)).masked_fill(members < 0, float("-inf"))
+        conditional = values.softmax(1)
+        best_slot = conditional.argmax(1)  # first maximum, as top_down_decode
+        best = members.gather(1, best_slot[:, None]).squeeze(1)
+        best_prob = parent_prob * conditional.gather(1, best_slot[:, None]).squeeze(1)
+        score = product * best_prob if darknet_product else best_prob
+        accept = active & (score > hier_thresh)
+        if level == 0:  # the best root is the answer when no root passes
+            node, node_prob = best, best_prob
+        node = torch.where(accept, best, node)
+        node_prob = torch.where(accept, best_prob, node_prob)
+        parent_prob = torch.where(accept, best_prob, parent_prob)
+        product = torch.where(accept, score, product)
+        group = torch.where(accept, tree.child_group[best], group)
+        active = accept & (group >= 0)
+        group = group.clamp(min=0)
+    return node, node_prob

@@ -44,8 +44,9 @@ import torch
 from torch import Tensor, nn
 
 from yolo9000.batch import BatchTargets
+from yolo9000.geometry import decode_boxes
 from yolo9000.hierarchy import TreeArrays, node_log_prob, path_log_probs
-from yolo9000.targets import Assignment, RegionTargets, Truths, build_targets, decode_boxes
+from yolo9000.targets import Assignment, RegionTargets, Truths, build_targets
 
 
 @dataclass

@@ -1,11 +1,13 @@
 """Raw head output → boxes, objectness, class or tree labels, letterbox undone, per-class NMS, COCO rows.
 
+Image sizes are (height, width), as everywhere (geometry.py); the letterbox is undone by geometry.py.
+
 Follows darknet HEAD's `get_region_detections`, `correct_region_boxes` and `validate_detector`
 (darknet-notes.md, "get_region_detections" and "validate_detector"): thresh .005 for evaluation and
 .5 for display, NMS .45, hier_thresh .5. Everything works on whole batches; the only Python loop is the
 one that hands back one `Detections` per image.
 
-    boxes, objectness, logits = decode_boxes(output, anchors)
+    boxes, objectness, logits = decode_output(output, anchors)
     detections = postprocess(output, anchors, image_sizes, input_size=416)             # flat classes
     detections = postprocess(output, anchors, image_sizes, 416, tree=tree)             # top-down label
     detections = postprocess(output, anchors, image_sizes, 416, tree=tree, label_nodes=det200)
@@ -20,7 +22,14 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from yolo9000.hierarchy import TreeArrays, absolute_log_probs, group_log_softmax, top_down_decode
+from yolo9000.geometry import centre_to_corners, corners_to_xywh, decode_boxes, size_hw, unletterbox_boxes
+from yolo9000.hierarchy import (
+    TreeArrays,
+    absolute_log_probs,
+    group_log_softmax,
+    label_log_probs,
+    top_down_decode_logits,
+)
 
 
 class PostprocessError(ValueError):
@@ -52,13 +61,8 @@ class Detections:
     labels: Tensor  # (n,) long: class index, tree node, or index into the requested label set
 
 
-def decode_boxes(output: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(B, A·(5+C), H, W) → boxes (B, A·H·W, 4) normalised xyxy, objectness (B, A·H·W), class logits (B, A·H·W, C).
-
-    darknet-notes.md "Tensor layout and activations": channel a·(5+C)+e; x = (col + σ(tx))/W,
-    y = (row + σ(ty))/H, w = exp(tw)·anchor_w/W, h = exp(th)·anchor_h/H with anchors in grid cells;
-    objectness σ(to). Boxes come in darknet's order: anchor, then row, then column.
-    """
+def head_view(output: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, A, 5 + C, H, W) view of a (B, A·(5+C), H, W) head output, and the anchors as a tensor beside it."""
     anchors = torch.as_tensor(anchors, dtype=output.dtype, device=output.device)
     if output.dim() != 4 or anchors.dim() != 2 or anchors.shape[1] != 2:
         raise PostprocessError(f"expected output (B, A*(5+C), H, W) and anchors (A, 2); got {tuple(output.shape)} "
@@ -67,17 +71,33 @@ def decode_boxes(output: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor, Tenso
     num_anchors = anchors.shape[0]
     if channels % num_anchors or channels // num_anchors < 5:
         raise PostprocessError(f"{channels} output channels do not split into {num_anchors} anchors × (5 + classes)")
-    entries = channels // num_anchors
-    raw = output.view(batch, num_anchors, entries, height, width)  # (B, A, 5 + C, H, W)
-    col = torch.arange(width, device=output.device, dtype=output.dtype).view(1, 1, 1, width)
-    row = torch.arange(height, device=output.device, dtype=output.dtype).view(1, 1, height, 1)
-    x = (col + raw[:, :, 0].sigmoid()) / width
-    y = (row + raw[:, :, 1].sigmoid()) / height
-    w = raw[:, :, 2].exp() * anchors[:, 0].view(1, -1, 1, 1) / width
-    h = raw[:, :, 3].exp() * anchors[:, 1].view(1, -1, 1, 1) / height
-    boxes = torch.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], dim=-1).reshape(batch, -1, 4)
-    objectness = raw[:, :, 4].sigmoid().reshape(batch, -1)
-    class_logits = raw[:, :, 5:].permute(0, 1, 3, 4, 2).reshape(batch, -1, entries - 5)
+    return output.view(batch, num_anchors, channels // num_anchors, height, width), anchors
+
+
+def boxes_and_objectness(raw: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
+    """Boxes (B, A·H·W, 4) normalised xyxy (geometry.decode_boxes) and objectness σ(to) (B, A·H·W) of a head view."""
+    batch = raw.shape[0]
+    head = raw[:, :, :4].permute(0, 1, 3, 4, 2)  # (B, A, H, W, 4)
+    boxes = centre_to_corners(decode_boxes(head[..., :2].sigmoid(), head[..., 2:], anchors)).reshape(batch, -1, 4)
+    return boxes, raw[:, :, 4].sigmoid().reshape(batch, -1)
+
+
+def candidate_logits(raw: Tensor, image: Tensor, box: Tensor) -> Tensor:
+    """(P, C) class logits of the boxes (image, flat box index) of a head view, copying only those rows."""
+    _, _, _, height, width = raw.shape
+    anchor, cell = box // (height * width), box % (height * width)
+    return raw[image, anchor, 5:, cell // width, cell % width]
+
+
+def decode_output(output: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(B, A·(5+C), H, W) → boxes (B, A·H·W, 4) normalised xyxy, objectness (B, A·H·W), class logits (B, A·H·W, C).
+
+    Channel a·(5+C)+e (darknet-notes.md "Tensor layout and activations"); boxes through geometry.decode_boxes,
+    objectness σ(to). Boxes come in darknet's order: anchor, then row, then column.
+    """
+    raw, anchors = head_view(output, anchors)
+    boxes, objectness = boxes_and_objectness(raw, anchors)
+    class_logits = raw[:, :, 5:].permute(0, 1, 3, 4, 2).reshape(raw.shape[0], -1, raw.shape[2] - 5)
     return boxes, objectness, class_logits
 
 
@@ -92,65 +112,34 @@ def tree_absolute_probs(class_logits: Tensor, tree: TreeArrays) -> Tensor:
 
 
 def tree_top_down_scores(
-    objectness: Tensor, absolute_probs: Tensor, tree: TreeArrays, config: PostprocessConfig = PostprocessConfig()
+    objectness: Tensor, class_logits: Tensor, tree: TreeArrays, config: PostprocessConfig = PostprocessConfig()
 ) -> tuple[Tensor, Tensor]:
-    """(B, M) score and (B, M) tree node of each box's top-down label.
+    """(P,) score and (P,) tree node of each box's top-down label, from (P, C) class logits.
 
     `tree_score="product"` scores objectness × P(label); "objectness" scores objectness alone, as darknet
     HEAD's get_region_detections does (prob[j*] = scale), which ranks a vague "object" like a sure "dog".
     """
     if config.tree_score not in ("product", "objectness"):
         raise PostprocessError(f"tree_score must be 'product' or 'objectness', got {config.tree_score!r}")
-    node, prob = top_down_decode(absolute_probs, tree, config.hier_thresh, config.darknet_product)
+    node, prob = top_down_decode_logits(class_logits, tree, config.hier_thresh, config.darknet_product)
     score = objectness * prob if config.tree_score == "product" else objectness
     return score, node
 
 
-def label_set_scores(objectness: Tensor, absolute_probs: Tensor, label_nodes: Tensor) -> Tensor:
-    """(B, M, L) objectness × absolute P(node) for a fixed label set, e.g. the 200 ImageNet-DET nodes (inet9k.map)."""
-    label_nodes = torch.as_tensor(label_nodes, dtype=torch.long, device=absolute_probs.device)
-    return objectness[..., None] * absolute_probs[..., label_nodes]
+def label_set_scores(objectness: Tensor, class_logits: Tensor, tree: TreeArrays, label_nodes: Tensor) -> Tensor:
+    """(P, L) objectness × absolute P(node) of (P, C) class logits for a fixed label set, e.g. the 80 COCO nodes
+    (coco9k.map) or the 200 ImageNet-DET nodes (inet9k.map) of darknet's tree."""
+    label_nodes = torch.as_tensor(label_nodes, dtype=torch.long, device=class_logits.device)
+    return objectness[:, None] * label_log_probs(class_logits, tree, label_nodes).exp()
 
 
-def _size_pair(input_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(input_size, int):
-        return input_size, input_size
-    net_w, net_h = (int(v) for v in input_size)
-    return net_w, net_h
-
-
-def letterbox_size(image_sizes: Tensor, input_size: int | Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Integer (new_w, new_h) of each image aspect-fitted into the network input, as darknet computes them."""
-    net_w, net_h = _size_pair(input_size)
-    sizes = torch.as_tensor(image_sizes, dtype=torch.long).reshape(-1, 2)
-    w, h = sizes[:, 0], sizes[:, 1]
-    if (sizes <= 0).any():
-        raise PostprocessError(f"image sizes must be positive (w, h); got {sizes[(sizes <= 0).any(1)][0].tolist()}")
-    width_limited = net_w * h < net_h * w  # netw/w < neth/h, in integers
-    new_w = torch.where(width_limited, torch.full_like(w, net_w), torch.div(w * net_h, h, rounding_mode="floor"))
-    new_h = torch.where(width_limited, torch.div(h * net_w, w, rounding_mode="floor"), torch.full_like(h, net_h))
-    return new_w, new_h
-
-
-def undo_letterbox(boxes: Tensor, image_sizes: Tensor, input_size: int | Sequence[int]) -> Tensor:
-    """Boxes (B, M, 4) normalised in the letterboxed input → original-image pixels, clipped to the image.
-
-    darknet-notes.md "correct_region_boxes": x' = (x − (netw − new_w)/2/netw)/(new_w/netw), likewise y,
-    with integer new_w, new_h; then times the image width and height.
-    """
-    net_w, net_h = _size_pair(input_size)
-    new_w, new_h = letterbox_size(image_sizes, input_size)
-    if boxes.dim() != 3 or boxes.shape[0] != new_w.shape[0]:
-        raise PostprocessError(f"boxes {tuple(boxes.shape)} must be (B, M, 4) with B = {new_w.shape[0]} image sizes")
-    sizes = torch.as_tensor(image_sizes, dtype=boxes.dtype, device=boxes.device).reshape(-1, 1, 2)
-    new_size = torch.stack([new_w, new_h], dim=1).to(boxes).reshape(-1, 1, 2)  # (B, 1, 2)
-    net = torch.tensor([net_w, net_h], dtype=boxes.dtype, device=boxes.device)
-    offset = (net - new_size) / 2 / net
-    scale = new_size / net
-    xy = boxes.view(*boxes.shape[:-1], 2, 2)  # (B, M, corner, xy)
-    pixels = (xy - offset[:, :, None]) / scale[:, :, None] * sizes[:, :, None]
-    pixels = torch.minimum(pixels.clamp(min=0), sizes[:, :, None])
-    return pixels.reshape(boxes.shape)
+def to_image_pixels(boxes: Tensor, image_sizes: Tensor, input_size: int | Sequence[int]) -> Tensor:
+    """Boxes (B, M, 4) normalised to the letterboxed input → pixels of each image (B, 2) (height, width), clipped."""
+    if boxes.dim() != 3 or boxes.shape[0] != len(image_sizes):
+        raise PostprocessError(f"boxes {tuple(boxes.shape)} must be (B, M, 4) with B = {len(image_sizes)} image sizes")
+    net_h, net_w = size_hw(input_size)
+    canvas = boxes * torch.tensor([net_w, net_h, net_w, net_h], dtype=boxes.dtype, device=boxes.device)
+    return unletterbox_boxes(canvas, torch.as_tensor(image_sizes, device=boxes.device), input_size)
 
 
 def select_detections(
@@ -192,27 +181,30 @@ def postprocess(
     tree: TreeArrays | None = None,
     label_nodes: Tensor | None = None,
 ) -> list[Detections]:
-    """Raw head output of letterboxed images → `Detections` per image in original pixels.
+    """Raw head output of letterboxed images → `Detections` per image in its own pixels.
 
-    Flat classes without `tree`; with `tree`, the top-down label per box, or, with `label_nodes`, a score
-    for every node of that label set (labels then index `label_nodes`).
+    `image_sizes` (B, 2) is each image's (height, width), as the loader's `orig_sizes`. Flat classes without
+    `tree` (only the classes in `label_nodes` when given); with `tree`, the top-down label per box, or, with
+    `label_nodes`, a score for every node of that label set. With `label_nodes`, labels index it.
     """
-    boxes, objectness, class_logits = decode_boxes(output, anchors)
-    pixels = undo_letterbox(boxes, image_sizes, input_size)
+    raw, anchors = head_view(output, anchors)
+    boxes, objectness = boxes_and_objectness(raw, anchors)
+    pixels = to_image_pixels(boxes, image_sizes, input_size)
     if tree is None:
+        scores = flat_class_scores(objectness, raw[:, :, 5:].permute(0, 1, 3, 4, 2).flatten(1, 3))
         if label_nodes is not None:
-            raise PostprocessError("label_nodes selects tree nodes: pass the tree as well")
-        return select_detections(pixels, flat_class_scores(objectness, class_logits), config=config)
-    if class_logits.shape[-1] != tree.num_nodes:
-        raise PostprocessError(f"the head predicts {class_logits.shape[-1]} classes but the tree has {tree.num_nodes} nodes")
+            scores = scores[..., torch.as_tensor(label_nodes, dtype=torch.long, device=scores.device)]
+        return select_detections(pixels, scores, config=config)
+    if raw.shape[2] - 5 != tree.num_nodes:
+        raise PostprocessError(f"the head predicts {raw.shape[2] - 5} classes but the tree has {tree.num_nodes} nodes")
     # score = objectness × P(·) ≤ objectness: only boxes above the threshold need the tree (darknet zeroes the rest)
     image, box = torch.nonzero(objectness > config.score_threshold, as_tuple=True)
-    absolute = tree_absolute_probs(class_logits[image, box], tree)  # (P, C)
+    rows = candidate_logits(raw, image, box)  # (P, C)
     if label_nodes is not None:
-        kept = label_set_scores(objectness[image, box], absolute, label_nodes)  # (P, L)
+        kept = label_set_scores(objectness[image, box], rows, tree, label_nodes)  # (P, L)
         scores = kept.new_zeros(*objectness.shape, kept.shape[-1]).index_put_((image, box), kept)
         return select_detections(pixels, scores, config=config)
-    kept_score, kept_node = tree_top_down_scores(objectness[image, box], absolute, tree, config)
+    kept_score, kept_node = tree_top_down_scores(objectness[image, box], rows, tree, config)
     score = objectness.new_zeros(objectness.shape).index_put_((image, box), kept_score)
     node = torch.zeros(objectness.shape, dtype=torch.long, device=objectness.device).index_put_((image, box), kept_node)
     return select_detections(pixels, score, node, config=config)
@@ -234,7 +226,7 @@ def to_coco_results(
         labels = det.labels.cpu()
         if labels.numel() and int(labels.max()) >= len(category):
             raise PostprocessError(f"label {int(labels.max())} has no COCO category id ({len(category)} given)")
-        xywh = torch.cat([det.boxes[:, :2], det.boxes[:, 2:] - det.boxes[:, :2]], dim=1).cpu().tolist()
+        xywh = corners_to_xywh(det.boxes).cpu().tolist()
         rows += [
             {"image_id": int(image_id), "category_id": c, "bbox": b, "score": s}
             for c, b, s in zip(category[labels].tolist(), xywh, det.scores.cpu().tolist())

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from yolo9000.batch import BatchTargets
+from yolo9000.geometry import corners_to_centre
 from yolo9000.hierarchy import TreeArrays, node_log_prob
 
 
@@ -51,12 +52,6 @@ class Assignment:
     box_target: Tensor  # (T, 4) tx, ty (targets of σ), tw, th (targets of the raw outputs)
     iou: Tensor  # (T,) IoU of the current prediction at the slot with the truth
     wins: Tensor  # (T,) bool: no later truth of the same image takes the same slot
-
-
-def corners_to_centre(boxes: Tensor) -> Tensor:
-    """(..., 4) x0 y0 x1 y1 → cx cy w h."""
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
@@ -98,18 +93,6 @@ def select_truths(targets: BatchTargets, num_classes: int) -> Truths:
                 f"({targets.boxes[image[k], row[k]].tolist()}): drop empty boxes or mark the row label -1"
             )
     return Truths(image, row, box, label)
-
-
-def decode_boxes(xy: Tensor, twh: Tensor, anchors: Tensor) -> Tensor:
-    """(B, A, H, W, 4) normalised cx cy w h from σ(tx), σ(ty) (B, A, H, W, 2) and raw tw, th."""
-    _, _, height, width, _ = xy.shape
-    col = torch.arange(width, device=xy.device, dtype=xy.dtype)
-    row = torch.arange(height, device=xy.device, dtype=xy.dtype)
-    cx = (col + xy[..., 0]) / width
-    cy = (row[:, None] + xy[..., 1]) / height
-    w = twh[..., 0].exp() * anchors[:, 0, None, None] / width
-    h = twh[..., 1].exp() * anchors[:, 1, None, None] / height
-    return torch.stack([cx, cy, w, h], dim=-1)
 
 
 @torch.no_grad()

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 WNID_PATTERN = re.compile(r"n\d{8}")
 
@@ -35,6 +37,21 @@ MANIFEST_SCHEMA = pa.schema(
 
 class SchemaError(ValueError):
     """A record breaks the shard contract; the message names the record and the field."""
+
+
+def read_manifest(path: str | Path, columns: list[str]) -> pa.Table:
+    """These columns of a manifest.parquet; a missing file, a missing column or a damaged file is named."""
+    path = Path(path)
+    if not path.is_file():
+        raise SchemaError(f"manifest not found: {path} (the shard writer writes manifest.parquet beside the shards)")
+    try:
+        names = pq.read_schema(path).names
+    except Exception as error:  # pyarrow raises several types for a damaged file
+        raise SchemaError(f"{path}: not a readable Parquet manifest ({error})") from None
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise SchemaError(f"{path}: manifest lacks column(s) {missing}; it has {names}")
+    return pq.read_table(path, columns=columns)
 
 
 @dataclass

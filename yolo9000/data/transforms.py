@@ -16,6 +16,8 @@ import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as F
 from torchvision import tv_tensors
 
+from yolo9000.geometry import letterbox_boxes, letterbox_offset, letterbox_size
+
 PER_BOX = ("boxes", "labels", "crowd", "difficult")
 GREY = 128  # darknet's 0.5 canvas
 
@@ -226,6 +228,18 @@ def distort_hsv(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     return rgb.clamp_(0, 1)
 
 
+def letterbox_image(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W) uint8 → (3, size, size): aspect kept, darknet's integer size and offset (geometry.py), grey bars.
+
+    The one letterbox of an image: the evaluation transform and inference (predict.py) both call it.
+    """
+    _, h, w = image.shape
+    new_h, new_w = letterbox_size((h, w), size).tolist()
+    top, left = letterbox_offset((h, w), size).tolist()
+    padding = [left, top, size - new_w - left, size - new_h - top]
+    return F.pad(resize_image(image, new_h, new_w, antialias=True), padding, fill=GREY)
+
+
 class Letterbox:
     """Evaluation resize: keep the aspect ratio, fit inside size x size, centre on grey; boxes follow."""
 
@@ -234,13 +248,8 @@ class Letterbox:
 
     def __call__(self, image, target, generator=None):
         _, h, w = image.shape
-        scale = min(self.size / w, self.size / h)
-        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-        left, top = (self.size - new_w) // 2, (self.size - new_h) // 2
-        padding = [left, top, self.size - new_w - left, self.size - new_h - top]
-        boxes = F.pad(F.resize(as_tv_boxes(target, h, w), [new_h, new_w]), padding)
-        image = F.pad(resize_image(image, new_h, new_w, antialias=True), padding, fill=GREY)
-        return image, {**target, "boxes": boxes.as_subclass(torch.Tensor)}
+        boxes = letterbox_boxes(target["boxes"], (h, w), self.size)
+        return letterbox_image(image, self.size), {**target, "boxes": boxes}
 
 
 class RandomScaleCrop:

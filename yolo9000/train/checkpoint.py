@@ -138,3 +138,22 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     tree_path = directory / f"{TREE_STEM}.tree"
     tree = load_tree(tree_path) if tree_path.exists() else None
     return LoadedModel(model.eval(), spec, labels, tree, state)
+
+
+def describe_checkpoint(directory: str | Path) -> dict:
+    """What a checkpoint holds besides the weights (for `yolo9000 inspect`): spec, step, images seen, metrics,
+    class and tree sizes, and the run configuration."""
+    directory = resolve_checkpoint(directory)
+    state = load_state(directory)
+    tree_path, config_path, labels_path = directory / f"{TREE_STEM}.tree", directory / CONFIG_FILE, directory / LABELS_FILE
+    return {
+        "checkpoint": str(directory),
+        "format": state["format"],
+        "model_spec": state.get("model_spec"),
+        "step": state.get("step"),
+        "images_seen": state.get("images_seen"),
+        "metrics": state.get("metrics") or {},
+        "classes": len(read_lines_file(labels_path)) if labels_path.exists() else None,
+        "tree_nodes": len(read_lines_file(tree_path)) if tree_path.exists() else None,
+        "config": config_path.read_text() if config_path.exists() else None,
+    }
