@@ -13,7 +13,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from inference_fixtures import CAT, DOG, POODLE, TERRIER, TREE_WNIDS, FixedHead, save_network, small_tree, \
+from inference_fixtures import CAT, DOG, POODLE, TERRIER, TREE_PARENT, TREE_WNIDS, FixedHead, save_network, small_tree, \
     write_validation_shards
 from yolo9000.cli import main
 from yolo9000.evaluate import (
@@ -267,15 +267,23 @@ def test_shard_evaluation_scores_its_rows_like_pycocotools_on_the_manifests_trut
     # the reference: pycocotools on truths written here from the samples, in the order the manifest holds them
     keys = pq.read_table(shards / "manifest.parquet").column("file").to_pylist()
     samples = {s["file"]: s for s in detection}
-    wnids = sorted({w for s in detection for w in s.get("labels", [])})
+    def lineage(wnid):  # the label and its ancestors, from TREE_PARENT: a poodle box is a dog and an animal truth too
+        node = TREE_WNIDS.index(wnid)
+        while node >= 0:
+            yield TREE_WNIDS[node]
+            node = TREE_PARENT[node]
+
+    labels = sorted({w for s in detection for w in s.get("labels", [])})
+    wnids = labels + sorted({a for w in labels for a in lineage(w)} - set(labels))
     images, annotations = [], []
     for file in [k for k in keys if k in samples]:
         sample, image_id = samples[file], len(images) + 1
         images.append({"id": image_id, "width": sample["width"], "height": sample["height"]})
         for k, ((x0, y0, x1, y1), wnid) in enumerate(zip(sample.get("boxes", []), sample.get("labels", []))):
             crowd = sample.get("crowd", [False] * 9)[k] or sample.get("difficult", [False] * 9)[k]
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": wnids.index(wnid) + 1,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": int(crowd)})
+            for label in lineage(wnid):
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": wnids.index(label) + 1,
+                                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": int(crowd)})
     reference = pycocotools_stats({"images": images, "annotations": annotations,
                                    "categories": [{"id": k + 1, "name": w} for k, w in enumerate(wnids)]}, result.rows)
     np.testing.assert_allclose([result.coco[k] for k in ("AP", "AP50", "AP75")], reference[:3], atol=1e-6)
@@ -296,7 +304,8 @@ def test_the_evaluate_command_on_shards_writes_json_plot_and_a_table(tmp_path, c
     out = capsys.readouterr().out
     assert code == 0 and "COCO  AP" in out and "dog" in out
     written = json.loads((tmp_path / "e.json").read_text())
-    assert written["images"] == 6 and len(written["classes"]) == 2
+    assert written["images"] == 6 and [c["name"] for c in written["classes"]] == ["dog", "cat", "animal"]
+    assert [c["truths"] for c in written["classes"]] == [3, 3, 6]  # dogs and cats are animals
     assert (tmp_path / "pr.png").read_bytes()[:4] == b"\x89PNG"
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert len(rows) == written["detections"] > 0

@@ -167,9 +167,13 @@ def load_coco_json(path: str | Path) -> COCO:
     return quiet_coco(dataset)
 
 
-def manifest_truth(manifest: str | Path, wnids: Sequence[str]) -> tuple[COCO, dict[str, int]]:
+def manifest_truth(manifest: str | Path, wnids: Sequence[str],
+                   ancestors: dict[str, list[str]] | None = None) -> tuple[COCO, dict[str, int]]:
     """COCO ground truth of the detection rows of a manifest, for these classes (category k + 1 = wnids[k]);
-    and the image id of every sample key. Crowd and difficult boxes are `iscrowd` regions."""
+    and the image id of every sample key. Crowd and difficult boxes are `iscrowd` regions.
+
+    With a tree (`ancestors`: wnid -> its ancestors' wnids), a box is also a truth of every evaluated
+    ancestor of its label: a right triangle is a triangle (`own: false` marks those copies)."""
     table = read_manifest(manifest, ["key", "width", "height", "boxes", "labels", "crowd", "difficult", "image_label"])
     rows = table.to_pydict()
     detection = [i for i, label in enumerate(rows["image_label"]) if label is None]
@@ -181,14 +185,23 @@ def manifest_truth(manifest: str | Path, wnids: Sequence[str]) -> tuple[COCO, di
         crowd = rows["crowd"][row] or [False] * len(rows["labels"][row])
         difficult = rows["difficult"][row] or [False] * len(rows["labels"][row])
         for box, wnid, is_crowd, is_difficult in zip(rows["boxes"][row] or [], rows["labels"][row] or [], crowd, difficult):
-            if wnid not in category:
-                continue
             x, y, w, h = float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category[wnid],
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(bool(is_crowd or is_difficult))})
+            for label in [wnid, *(ancestors or {}).get(wnid, [])]:
+                if label in category:
+                    annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category[label],
+                                        "bbox": [x, y, w, h], "area": w * h, "own": label == wnid,
+                                        "iscrowd": int(bool(is_crowd or is_difficult))})
     categories = [{"id": k + 1, "name": wnid, "wnid": wnid} for k, wnid in enumerate(wnids)]
     keys = {rows["key"][row]: image_id for image_id, row in enumerate(detection, start=1)}
     return quiet_coco({"images": images, "annotations": annotations, "categories": categories}), keys
+
+
+def tree_ancestors(detector: Detector) -> dict[str, list[str]]:
+    """wnid -> the wnids of its ancestors in the detector's tree (nothing for flat classes)."""
+    tree = detector.tree
+    if tree is None:
+        return {}
+    return {wnid: [tree.wnids[a] for a in tree.path_to_root(i)[1:]] for i, wnid in enumerate(tree.wnids)}
 
 
 def coco_category_wnids(gt: COCO) -> list[str | None]:
@@ -213,11 +226,12 @@ def detector_categories(detector: Detector, gt: COCO) -> Categories:
 
 def evaluated_wnids(detector: Detector, manifest: str | Path, settings: EvaluationSettings) -> tuple[list[str], Tensor, list[str]]:
     """(wnids, detector nodes, names) of the classes to evaluate: the label set, else every class with boxes in the
-    validation manifest (all must be classes of the detector)."""
+    validation manifest and, with a tree, their ancestors (all must be classes of the detector)."""
     if settings.label_set is not None:
         chosen = label_set(detector, settings.label_set)
         return chosen.wnids, chosen.nodes, chosen.names
     wnids = sorted(manifest_box_wnids(manifest))
+    wnids += sorted({a for w in wnids for a in tree_ancestors(detector).get(w, [])} - set(wnids))
     index = {label: i for i, label in enumerate(detector.labels)}
     missing = [w for w in wnids if w not in index]
     if missing:
@@ -547,7 +561,7 @@ def evaluate_shards(detector: Detector, data: str | Path | list[str], settings: 
         if detector.task == "classify":
             raise EvaluationError(f"{manifest}: detection rows (no image_label), but the network is a classifier")
         wnids, nodes, names = evaluated_wnids(detector, manifest, settings)
-        gt, image_ids = manifest_truth(manifest, wnids)
+        gt, image_ids = manifest_truth(manifest, wnids, tree_ancestors(detector))
         categories = Categories(list(range(1, len(wnids) + 1)), wnids, names, nodes)
     node_of = image_label_nodes(detector, image_label.values())
     candidates = classification_candidates(detector, node_of, settings)
@@ -677,7 +691,8 @@ def top_down_shares(run: DetectionRun, gt: COCO, categories: Categories, groups:
                     detector: Detector) -> dict[str, dict]:
     """top_down_exact_share for all evaluated classes and for each group (crowd / difficult objects left out)."""
     position = {c: k for k, c in enumerate(categories.ids)}
-    objects = [a for a in gt.dataset["annotations"] if not a.get("iscrowd", 0) and a["category_id"] in position]
+    objects = [a for a in gt.dataset["annotations"]
+               if not a.get("iscrowd", 0) and a.get("own", True) and a["category_id"] in position]
     truth_image = torch.tensor([a["image_id"] for a in objects], dtype=torch.long)
     truth_class = torch.tensor([position[a["category_id"]] for a in objects], dtype=torch.long)
     truth_box = xywh_to_corners(torch.tensor([a["bbox"] for a in objects], dtype=torch.float32).reshape(-1, 4))
