@@ -224,7 +224,7 @@ class Demo:
         classes = json.loads((self.data / "shapes" / "classes.json").read_text())
         rows = classes["classes"] if isinstance(classes, dict) and "classes" in classes else classes
         path = self.out / "groups.tsv"
-        path.write_text("".join(f"{row['role']}\t{row['wnid']}\n" for row in rows))
+        path.write_text("".join(f"{row['role']}_classes\t{row['wnid']}\n" for row in rows))
         return path
 
     def detect(self) -> None:
@@ -248,14 +248,17 @@ def free_port() -> int:
 
 def group_ap(evaluation: dict, group: str) -> float | None:
     """AP50 of a class group from `yolo9000 evaluate --groups` output."""
-    groups = evaluation.get("groups", {})
-    entry = groups.get(group)
-    return None if entry is None else entry.get("ap50")
+    entry = evaluation.get("groups", {}).get(f"{group}_classes")
+    return None if entry is None else entry.get("AP50")
+
+
+def exact_share(evaluation: dict, group: str) -> float | None:
+    """Share of matched objects of a group whose top-down label is their exact class."""
+    entry = evaluation.get("top_down_exact", {}).get(f"{group}_classes")
+    return None if entry is None else entry.get("share")
 
 
 def metrics_of(demo: Demo, joint: dict, ablation: dict) -> dict:
-    exact = joint.get("top_down_exact", {})
-    ablation_exact = ablation.get("top_down_exact", {})
     return {
         "ap_boxed_classes": group_ap(joint, "boxed"),
         "ap_unboxed_classes": group_ap(joint, "unboxed"),
@@ -263,8 +266,10 @@ def metrics_of(demo: Demo, joint: dict, ablation: dict) -> dict:
         "ap_unrelated_classes": group_ap(joint, "unrelated"),
         "ablation_ap_boxed_classes": group_ap(ablation, "boxed"),
         "ablation_ap_unrelated_classes": group_ap(ablation, "unrelated"),
-        "top_down_exact_unboxed": exact.get("unboxed"),
-        "ablation_top_down_exact_unboxed": ablation_exact.get("unboxed"),
+        "top_down_exact_unboxed": exact_share(joint, "unboxed"),
+        "ablation_top_down_exact_unboxed": exact_share(ablation, "unboxed"),
+        "top_down_exact_counts": {"joint": joint.get("top_down_exact", {}).get("unboxed_classes"),
+                                  "ablation": ablation.get("top_down_exact", {}).get("unboxed_classes")},
         "choices": {"classification_noobject": "off", "classification_anchor": "objectness",
                     "precise_bn_batches": 20, "score_threshold": demo.settings.score_threshold},
         "runs": demo.runs,
@@ -306,8 +311,8 @@ def plot_class_ap(joint: dict, ablation: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ours = {c["name"]: c.get("ap50") for c in joint.get("classes", [])}
-    theirs = {c["name"]: c.get("ap50") for c in ablation.get("classes", [])}
+    ours = {c["name"]: c.get("AP50") for c in joint.get("classes", [])}
+    theirs = {c["name"]: c.get("AP50") for c in ablation.get("classes", [])}
     names = list(ours)
     figure, axis = plt.subplots(figsize=(max(6, 0.6 * len(names)), 4))
     x = range(len(names))
