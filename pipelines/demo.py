@@ -182,6 +182,8 @@ class Demo:
             print(f"\n[demo] reusing finished run {name} (same config and data)", flush=True)
             self.runs[stage].update(self.read_summary(summary))
             return
+        if self.head is None:
+            self.start_head()  # only when a stage has to train
         # the stage's config with the demo's overrides, resolved (absolute paths): a record of what ran. The
         # job needs no --working-dir on this one-machine cluster (the code is installed; Ray 2.60 loses
         # the uploaded package of a later job now and then, ray-project/ray#46625)
@@ -345,7 +347,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.make_data()
         anchors = demo.anchors()
-        demo.start_head()
         for stage in STAGES:
             demo.train(stage, anchors)
     except KeyboardInterrupt:

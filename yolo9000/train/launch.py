@@ -216,7 +216,8 @@ class Watcher:
     def __init__(self, board, cfg: Config, folder: Path, show: bool) -> None:
         from tensorboardX import SummaryWriter
 
-        self.board, self.history = board, []
+        self.board, self.history, self.show, self.name, self.steps = board, [], show, cfg.name, cfg.train.steps
+        self.first: tuple[float, int] | None = None  # (time, step) of the first report, for the ETA
         self.writer = SummaryWriter(str(folder / "tensorboard"))
         self.bar = tqdm(total=cfg.train.steps, desc=cfg.name, unit="step", disable=not show, dynamic_ncols=True)
         self.done = threading.Event()
@@ -242,6 +243,17 @@ class Watcher:
             self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", img_s=f"{metrics['images_per_s']:.1f}",
                                  size=metrics["input_size"])
             self.bar.refresh()
+            if not self.show:  # logs (a job's, a CI's): one line per report instead of a bar
+                print(self.line(metrics), flush=True)
+
+    def line(self, metrics: dict) -> str:
+        """`name step/steps loss images/s ETA` for logs."""
+        step = int(metrics["step"])
+        self.first = self.first or (time.time(), step)
+        rate = (step - self.first[1]) / max(time.time() - self.first[0], 1e-9)  # updates per second
+        eta = (self.steps - step) / rate if rate > 0 else float("nan")
+        return (f"[{self.name}] step {step}/{self.steps}  loss {metrics['loss']:.3f}  "
+                f"{metrics['images_per_s']:.1f} img/s  size {metrics['input_size']}  ETA {eta:.0f} s")
 
     def stop(self) -> None:
         self.done.set()
