@@ -144,7 +144,7 @@ class Demo:
         started = time.time()
         self.head = subprocess.Popen([str(a) for a in args], env=ENV, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
-        self.dashboard = f"http://127.0.0.1:{dashboard}"
+        self.dashboard, self.gcs = f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{port}"
         ready = [str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--no-wait", "--", "true"]
         while subprocess.run(ready, env=ENV, capture_output=True).returncode != 0:  # its job agent answers
             if self.head.poll() is not None or time.time() - started > 120:
@@ -191,7 +191,11 @@ class Demo:
         job.parent.mkdir(parents=True, exist_ok=True)
         resolved = load_config(config, [f"{key}={value}" for key, value in overrides.items()])
         job.write_text(f"# configs/{CONFIGS[stage]} with the demo's overrides\n" + to_yaml(resolved))
-        self.command(f"train: {stage}", BIN / "ray", "job", "submit", "--address", self.dashboard, "--",
+        # RAY_ADDRESS for the job's actors too: Ray Train's clean-up actor otherwise picks "the latest" of
+        # several clusters on one machine and, not finding its controller there, tears the run down
+        runtime_env = json.dumps({"env_vars": {"RAY_ADDRESS": self.gcs}})
+        self.command(f"train: {stage}", BIN / "ray", "job", "submit", "--address", self.dashboard,
+                     "--runtime-env-json", runtime_env, "--",
                      sys.executable, REPO / "pipelines" / "train_9000.py", "--config", job, "--no-progress")
         self.runs[stage].update(self.read_summary(summary))
 
