@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from wordtree.tree import WordTree
+from yolo9000.data.schema import read_manifest
 
 
 class UnknownLabelError(ValueError):
@@ -77,7 +77,7 @@ class LabelMap:
 
 def manifest_wnids(path: str | Path) -> set[str]:
     """Every wnid used in a manifest.parquet: box labels and image labels."""
-    table = pq.read_table(path, columns=["labels", "image_label"])
+    table = read_manifest(path, ["labels", "image_label"])
     box_labels = table.column("labels").combine_chunks().flatten().to_pylist()
     image_labels = [w for w in table.column("image_label").to_pylist() if w is not None]
     return set(box_labels) | set(image_labels)

@@ -1,4 +1,5 @@
-"""The sample record shared by the shard writer and the loader, and the manifest columns.
+"""The sample record shared by the shard writer and the loader, the manifest columns, and the one
+manifest reader (labels, anchors and the shard writer read manifests through `read_manifest`).
 
 One record per image. Labels are WordNet ids (`n02084071`), never tree indices, so shards
 outlive a tree (DESIGN.md, Contracts). Boxes are absolute pixels x0 y0 x1 y1 in the image as
@@ -9,12 +10,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-WNID_PATTERN = re.compile(r"n\d{8}")
+WNID_PATTERN = re.compile(r"n[0-9]{8}")  # ASCII digits only: \d also matches ٠١٢… and other scripts
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # source names and shard prefixes: no dots, no slashes
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -35,6 +40,29 @@ MANIFEST_SCHEMA = pa.schema(
 
 class SchemaError(ValueError):
     """A record breaks the shard contract; the message names the record and the field."""
+
+
+class ManifestError(ValueError):
+    """A manifest that is missing, not Parquet, or lacks columns; the message names the file."""
+
+
+def read_manifest(path: str | Path, columns: Sequence[str], optional: Sequence[str] = ()) -> pa.Table:
+    """The `columns` (and those of `optional` the file has) of a manifest.parquet, in that order."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path} (write it with the shard writer, e.g. pipelines/prepare_coco.py)")
+    try:
+        names = pq.read_schema(path).names
+    except Exception as error:  # pyarrow raises several types for a damaged file
+        raise ManifestError(f"{path}: not a readable Parquet manifest ({error})") from None
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise ManifestError(f"{path}: manifest lacks column(s) {missing}; it has {names}")
+    wanted = list(columns) + [c for c in optional if c in names]
+    try:
+        return pq.read_table(path, columns=wanted).select(wanted)
+    except Exception as error:
+        raise ManifestError(f"{path}: not a readable Parquet manifest ({error})") from None
 
 
 @dataclass

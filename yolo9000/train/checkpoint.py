@@ -13,7 +13,6 @@ A checkpoint is a folder (the one a Ray Train `Checkpoint` points at):
 
 from __future__ import annotations
 
-import os
 import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import atomicio
 from wordtree.darknet_files import load_tree, read_lines_file, save_tree
 from wordtree.tree import WordTree
 from yolo9000.model import build_classifier, build_detector
@@ -72,15 +72,9 @@ class LoadedModel:
 
 
 def write_atomically(path: Path, write) -> None:
-    """Call write(temporary_path), fsync, then rename over `path`: a crash leaves the old file or the new one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Call write(temporary_path), fsync, then rename over `path`: a crash leaves the old file or the new one
+    (the project's one atomic writer, `atomicio`)."""
+    atomicio.write_file(path, write)
 
 
 def save_checkpoint(directory: str | Path, state: dict, spec: ModelSpec, config_yaml: str, labels: list[str],
