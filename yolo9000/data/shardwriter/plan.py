@@ -75,7 +75,8 @@ def claim_output(out_dir: Path, fingerprint: str, names: list[str], overwrite: b
     parts = out_dir / PARTS_DIR
     others = other_runs_files(out_dir, fingerprint, names)
     if others and not overwrite:
-        what = "a run of a different input or options" if recorded_fingerprint(out_dir) else "files of another run"
+        recorded = recorded_fingerprint(out_dir)
+        what = "files of another run" if recorded in (None, fingerprint) else "a run of a different input or options"
         listed = ", ".join(p.name for p in others[:MAX_NAMED]) + (
             f" and {len(others) - MAX_NAMED} more" if len(others) > MAX_NAMED else "")
         raise PrepareError(f"{out_dir} holds {what} ({listed}); nothing was changed. Choose another --out "
