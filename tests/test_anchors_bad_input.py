@@ -31,6 +31,9 @@ CASES = [
     ("manifest without boxes column", ["--manifest", "{d}/columns.parquet", "-k", "3"],
      ["columns.parquet: manifest lacks column(s) ['width', 'height', 'boxes']"]),
     ("manifest given twice", ["--manifest", "{m}", "--manifest", "{m}", "-k", "3"], ["given more than once", "m.parquet"]),
+    ("width column of text", ["--manifest", "{d}/text-width.parquet", "-k", "1"],
+     ["text-width.parquet: manifest column(s) of the wrong type: width is string"]),
+    ("crowd column of text", ["--manifest", "{d}/text-crowd.parquet", "-k", "1"], ["crowd is string"]),
     ("no usable box", ["--manifest", "{d}/zero.parquet", "-k", "3"], ["no boxes to cluster"]),
     ("box of three values", ["--manifest", "{d}/three.parquet", "-k", "1"], ["three.parquet: row 0", "exactly 4 values"]),
     ("stride 0", ["--manifest", "{m}", "-k", "3", "--stride", "0"], ["--stride", "at least 1, got 0"]),
@@ -62,6 +65,10 @@ def folder(tmp_path):
     pq.write_table(pa.table({"a": [1]}), tmp_path / "columns.parquet")
     write_manifest(tmp_path / "zero.parquet", width=0.0)
     write_manifest(tmp_path / "three.parquet", boxes=[[[0.0, 0.0, 5.0]]])
+    one_box = pa.array([[[0.0, 0.0, 5.0, 5.0]]], pa.list_(pa.list_(pa.float64())))
+    pq.write_table(pa.table({"width": ["wide"], "height": [9.0], "boxes": one_box}), tmp_path / "text-width.parquet")
+    pq.write_table(pa.table({"width": [9.0], "height": [9.0], "boxes": one_box, "crowd": ["no"]}),
+                   tmp_path / "text-crowd.parquet")
     (tmp_path / "earlier.png").write_bytes(b"an earlier plot")
     return tmp_path
 

@@ -219,3 +219,12 @@ def test_pool_workers_end_when_their_parent_is_killed_alone(tmp_path):
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left
+
+
+def test_a_run_in_which_no_image_can_be_read_exits_2_naming_one(earlier, tmp_path, capsys):
+    ann, _, _ = earlier
+    (tmp_path / "empty").mkdir()
+    status, out, err = run_main(COCO.main, ["--ann", ann, "--images", tmp_path / "empty", "--out", tmp_path / "out",
+                                            "--workers", "1", "--no-progress"], capsys)
+    assert_refused(status, err, "none of the 5 images could be read (e.g. 000000001000.jpg", "summary.json")
+    assert out.startswith("0 samples") and "5 items skipped" in out

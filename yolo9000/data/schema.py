@@ -60,9 +60,35 @@ def read_manifest(path: str | Path, columns: Sequence[str], optional: Sequence[s
         raise ManifestError(f"{path}: manifest lacks column(s) {missing}; it has {names}")
     wanted = list(columns) + [c for c in optional if c in names]
     try:
-        return pq.read_table(path, columns=wanted).select(wanted)
+        table = pq.read_table(path, columns=wanted).select(wanted)
     except Exception as error:
         raise ManifestError(f"{path}: not a readable Parquet manifest ({error})") from None
+    odd = [f"{c} is {table.schema.field(c).type}, not {MANIFEST_SCHEMA.field(c).type}" for c in wanted
+           if c in MANIFEST_SCHEMA.names and not column_fits(table.schema.field(c).type, MANIFEST_SCHEMA.field(c).type)]
+    if odd:
+        raise ManifestError(f"{path}: manifest column(s) of the wrong type: {'; '.join(odd)}")
+    return table
+
+
+def column_fits(actual: pa.DataType, expected: pa.DataType) -> bool:
+    """Whether a column of type `actual` reads as the manifest's `expected` type: any integer or float width,
+    a nested list also given flat (boxes as 4·n numbers), and all-null columns."""
+    def is_number(kind: pa.DataType) -> bool:
+        return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+    if pa.types.is_null(actual):
+        return True
+    if is_number(expected):
+        return is_number(actual)
+    if pa.types.is_string(expected):
+        return pa.types.is_string(actual) or pa.types.is_large_string(actual)
+    if pa.types.is_list(expected):
+        if not (pa.types.is_list(actual) or pa.types.is_large_list(actual)):
+            return False
+        inner = expected.value_type
+        return column_fits(actual.value_type, inner) or (pa.types.is_list(inner)
+                                                         and column_fits(actual.value_type, inner.value_type))
+    return actual == expected
 
 
 @dataclass

@@ -21,7 +21,7 @@ BAD_INPUT_HELP = (
     "summary.json (reasons, counts and examples; totals in the last line printed): corrupt or unreadable images "
     "(skipped), non-JPEG or unverifiable JPEG images (re-encoded), boxes outside the image (clipped) or empty "
     "after clipping (dropped), images that differ from their annotated size, and detection images with no box "
-    "(kept as negatives, noticed)."
+    "(kept as negatives, noticed). A run in which no image at all could be read ends with exit status 2."
 )
 
 
@@ -87,7 +87,8 @@ def run_prepare(program: str, args: argparse.Namespace, read_items: Callable[[],
     `unknown_wnids`, write the shards, print the summary line; returns the exit status.
 
     Bad input (a PrepareError, one of `user_errors`, a file that cannot be read or written) prints
-    `program: error: ...` and returns 2, found before anything is lost.
+    `program: error: ...` and returns 2, found before anything is lost; so does a run in which not one
+    image could be read (its summary.json lists them).
     """
     try:
         config = writer_config_from_args(args)
@@ -101,4 +102,9 @@ def run_prepare(program: str, args: argparse.Namespace, read_items: Callable[[],
         print(f"{program}: error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         return 2
     print(summary_line(summary))
+    if summary["samples"] == 0:  # every image skipped: a wrong --images or --root, most likely
+        examples = [e for reason in summary["skipped"].values() for e in reason["examples"]]
+        print(f"{program}: error: none of the {summary['items']} images could be read (e.g. {examples[0]}); check "
+              f"the image folder; details in {config.out_dir / 'summary.json'}", file=sys.stderr)
+        return 2
     return 0
