@@ -114,6 +114,12 @@ def end_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of `workers` processes that end when this process does, even when it is killed."""
+    return ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=end_with_parent,
+                               initargs=(os.getpid(),))
+
+
 def run_tasks(tasks: list, config: WriterConfig, total_items: int, finished_items: int) -> None:
     """Write the planned shards, in a process pool when workers > 1, with a progress bar."""
     bar = tqdm(total=total_items, initial=finished_items, unit="img", desc=f"writing {config.prefix} shards",
@@ -122,8 +128,7 @@ def run_tasks(tasks: list, config: WriterConfig, total_items: int, finished_item
         for task in tasks:
             bar.update(write_planned_shard(task)["items"])
     else:  # a worker that dies (e.g. killed for memory) raises BrokenProcessPool here instead of hanging
-        with ProcessPoolExecutor(min(config.workers, len(tasks)), mp_context=pool_context(),
-                                 initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
+        with process_pool(min(config.workers, len(tasks))) as pool:
             for done in as_completed([pool.submit(write_planned_shard, task) for task in tasks]):
                 bar.update(done.result()["items"])
     bar.close()
