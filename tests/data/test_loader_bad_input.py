@@ -29,13 +29,13 @@ def junk_shard(path):
 @pytest.mark.parametrize("resampled", [False, True])
 def test_shards_that_do_not_exist_are_refused_at_once_naming_them(tmp_path, resampled):
     urls = str(tmp_path / "coco-{000000..000003}.tar")
-    with pytest.raises(StreamError, match=r"4 of 4 shards do not exist: .*coco-000000\.tar"):
+    with pytest.raises(StreamError, match=r"shard .*coco-000000\.tar does not exist, nor do 3 more of the 4 shards"):
         Loader(config(urls, resampled=resampled), LABELMAP)
 
 
 def test_one_missing_shard_among_good_ones_is_refused_naming_it(tmp_path):
     paths, _ = detection_shards(tmp_path / "coco", count=4, per_shard=4)
-    with pytest.raises(StreamError, match=r"1 of 2 shards do not exist: .*missing\.tar"):
+    with pytest.raises(StreamError, match=r"shard .*missing\.tar does not exist; check"):
         Loader(config([str(paths[0]), str(tmp_path / "missing.tar")]), LABELMAP)
 
 

@@ -79,8 +79,8 @@ def list_shards(urls: str | list[str]) -> list[str]:
         shards = wds.shardlists.expand_urls(urls)
     missing = [url for url in shards if not urlparse(url).scheme and not Path(url).is_file()]
     if missing:
-        raise StreamError(f"{len(missing)} of {len(shards)} shards do not exist: {', '.join(missing[:3])}"
-                          f"{' ...' if len(missing) > 3 else ''}; check the source's urls")
+        more = f", nor do {len(missing) - 1} more of the {len(shards)} shards" if len(missing) > 1 else ""
+        raise StreamError(f"shard {missing[0]} does not exist{more}; check the source's urls")
     return shards
 
 
