@@ -49,3 +49,16 @@ def assert_refused(status: int, err: str, *offenders: str) -> None:
     assert "Traceback" not in err and err.strip(), err
     for offender in offenders:
         assert offender in err, (offender, err)
+
+
+def assert_refused_leaving_intact(main, argv: list, out: Path, capsys, offenders: list[str]) -> None:
+    """`main(argv)` refuses (exit status 2, no traceback, every offender named) and leaves `out` as it was."""
+    before = snapshot(out)
+    status, _, err = run_main(main, argv, capsys)
+    assert_refused(status, err, *offenders)
+    assert snapshot(out) == before
+
+
+def with_paths(options: list[str], folder: Path) -> list[str]:
+    """Options with each `{name}` made the path `folder/name`."""
+    return [str(folder / option[1:-1]) if option.startswith("{") else option for option in options]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from commands import REPO, assert_refused, datasets, run_main, script, snapshot
+from commands import REPO, assert_refused, assert_refused_leaving_intact, datasets, run_main, script, with_paths
 
 COCO = script("coco")
 
@@ -120,28 +120,19 @@ def earlier(tmp_path_factory):
     return ann, images, out
 
 
-def file_options(options: list[str], folder: Path) -> list[str]:
-    """Options with `{name}` made a path in `folder`; `wrong.map` and `a-file` are written first."""
-    (folder / "wrong.map").write_text("".join(f"{n}\tn09999999\n" for n in datasets.COCO_NAMES))
-    (folder / "a-file").write_text("not a folder")
-    return [str(folder / o[1:-1]) if o.startswith("{") else o for o in options]
-
-
 @pytest.mark.parametrize("edit, options, offenders", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_malformed_input_is_refused_naming_it_and_the_earlier_run_stays_intact(
         earlier, tmp_path, capsys, edit, options, offenders):
     ann, images, out = earlier
-    target = tmp_path / "out"
-    shutil.copytree(out, target)
-    before = snapshot(target)
+    shutil.copytree(out, tmp_path / "out")
     data = json.loads(ann.read_text())
     edited = edit(data) if edit else None
     (tmp_path / "instances.json").write_text(edited if isinstance(edited, str) else json.dumps(edited or data))
-    argv = ["--ann", tmp_path / "instances.json", "--images", images, "--out", target, "--workers", "1",
-            "--no-progress", *file_options(options, tmp_path)]
-    status, _, err = run_main(COCO.main, argv, capsys)
-    assert_refused(status, err, *offenders)
-    assert snapshot(target) == before
+    (tmp_path / "wrong.map").write_text("".join(f"{n}\tn09999999\n" for n in datasets.COCO_NAMES))
+    (tmp_path / "a-file").write_text("not a folder")
+    argv = ["--ann", tmp_path / "instances.json", "--images", images, "--out", tmp_path / "out", "--workers", "1",
+            "--no-progress", *with_paths(options, tmp_path)]
+    assert_refused_leaving_intact(COCO.main, argv, tmp_path / "out", capsys, offenders)
 
 
 def test_overwrite_replaces_another_run_and_leaves_nothing_stale(earlier, tmp_path, capsys):

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from commands import assert_refused, datasets, run_main, script, snapshot
+from commands import assert_refused_leaving_intact, datasets, run_main, script, with_paths
 
 IMAGENET = script("imagenet")
 TENCH = "n01440764"
@@ -87,12 +87,9 @@ def test_malformed_input_is_refused_naming_it_and_the_earlier_run_stays_intact(
     shutil.copytree(out, tmp_path / "out")
     if edit:
         edit(tmp_path / "train")
-    before = snapshot(tmp_path / "out")
-    options = [str(tmp_path / o[1:-1]) if o.startswith("{") else o for o in options]
-    status, _, err = run_main(IMAGENET.main, ["--root", tmp_path / "train", "--out", tmp_path / "out", "--workers",
-                                              "1", "--no-progress", *options], capsys)
-    assert_refused(status, err, *offenders)
-    assert snapshot(tmp_path / "out") == before
+    argv = ["--root", tmp_path / "train", "--out", tmp_path / "out", "--workers", "1", "--no-progress",
+            *with_paths(options, tmp_path)]
+    assert_refused_leaving_intact(IMAGENET.main, argv, tmp_path / "out", capsys, offenders)
 
 
 def test_a_file_in_a_class_folder_that_is_no_image_is_skipped_and_counted(earlier, tmp_path, capsys):

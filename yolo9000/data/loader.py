@@ -190,7 +190,8 @@ class PipelineDataset(IterableDataset):
         batch = collate(pending, self.cfg.max_boxes, out)
         for reason, count in batch.pop("dropped").items():
             dropped[reason] += count
-        batch["stats"] = self.stats_of(slot, mix, dropped, position, None if buffers is None else (buffers.worker, ident))
+        buffer = None if buffers is None else (buffers.worker, ident)
+        batch["stats"] = self.stats_of(slot, mix, dropped, position, buffer)
         return batch
 
     def stats_of(self, slot: Slot, mix: Mix, dropped: dict, position: int, buffer: tuple | None = None) -> dict:
