@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(ImageNet-21k); both may be mixed")
     parser.add_argument("--boxes", default=None,
                         help="folder of ILSVRC / ImageNet-DET bounding-box XML files (<name> holds the wnid), "
-                             "matched to images by file stem, searched recursively; coordinates used as given")
+                             "matched to images by file stem, searched recursively; coordinates used as given; a "
+                             "box file without <object> leaves its image a classification sample")
     parser.add_argument("--synsets", default=None,
                         help="allowed wnids: a shipped set (imagenet1k, imagenet21k, imagenet_det200) or a file "
                              "of wnids; default: any noun synset of WordNet 3.0")

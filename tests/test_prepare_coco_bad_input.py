@@ -212,10 +212,14 @@ def test_pool_workers_end_when_their_parent_is_killed_alone(tmp_path):
     assert not left
 
 
-def test_a_run_in_which_no_image_can_be_read_exits_2_naming_one(earlier, tmp_path, capsys):
-    ann, _, _ = earlier
+def test_a_run_in_which_no_image_can_be_read_exits_2_naming_one_and_leaves_nothing(earlier, tmp_path, capsys):
+    ann, images, _ = earlier
     (tmp_path / "empty").mkdir()
     status, out, err = run_main(COCO.main, ["--ann", ann, "--images", tmp_path / "empty", "--out", tmp_path / "out",
                                             "--workers", "1", "--no-progress"], capsys)
-    assert_refused(status, err, "none of the 5 images could be read (e.g. 000000001000.jpg", "summary.json")
+    assert_refused(status, err, "none of the 5 images could be read (e.g. 000000001000.jpg")
     assert out.startswith("0 samples") and "5 items skipped" in out
+    assert not list((tmp_path / "out").iterdir())  # nothing left to refuse the corrected run
+    status, _, err = run_main(COCO.main, ["--ann", ann, "--images", images, "--out", tmp_path / "out", "--workers",
+                                          "1", "--no-progress"], capsys)
+    assert status == 0, err

@@ -39,6 +39,7 @@ CASES = [
     ("coordinate not a number", xml(r"<xmin>\d+</xmin>", "<xmin>left</xmin>"), [], [f"{FIRST}.xml: object 0", "<bndbox>"]),
     ("coordinate in Arabic digits", xml(r"<xmin>\d+</xmin>", "<xmin>١٢</xmin>"), [], ["digits 0-9"]),
     ("coordinate NaN", xml(r"<xmin>\d+</xmin>", "<xmin>nan</xmin>"), [], ["finite numbers"]),
+    ("coordinate too large for a float", xml(r"<xmax>\d+</xmax>", "<xmax>1e400</xmax>"), [], ["finite numbers"]),
     ("object without bndbox", xml(r"<bndbox>.*?</bndbox>", ""), [], ["<bndbox> needs"]),
     ("difficult 2", xml(r"<difficult>\d</difficult>", "<difficult>2</difficult>"), [], ["<difficult> must be 0 or 1, got '2'"]),
     ("difficult in Arabic digits", xml(r"<difficult>\d</difficult>", "<difficult>١</difficult>"), [], ["got '١'"]),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from yolo9000.arguments import integer, plain_name, size_in_bytes
 from yolo9000.data.prepare.items import PrepareError, SourceItem
+from yolo9000.data.shardwriter.plan import remove_run_files
 from yolo9000.data.shardwriter.summary import summary_line
 from yolo9000.data.shardwriter.write import WriterConfig, write_shards
 
@@ -88,7 +89,7 @@ def run_prepare(program: str, args: argparse.Namespace, read_items: Callable[[],
 
     Bad input (a PrepareError, one of `user_errors`, a file that cannot be read or written) prints
     `program: error: ...` and returns 2, found before anything is lost; so does a run in which not one
-    image could be read (its summary.json lists them).
+    image could be read (its empty shards are removed, so a corrected run starts afresh).
     """
     try:
         config = writer_config_from_args(args)
@@ -104,7 +105,8 @@ def run_prepare(program: str, args: argparse.Namespace, read_items: Callable[[],
     print(summary_line(summary))
     if summary["samples"] == 0:  # every image skipped: a wrong --images or --root, most likely
         examples = [e for reason in summary["skipped"].values() for e in reason["examples"]]
+        remove_run_files(config.out_dir)
         print(f"{program}: error: none of the {summary['items']} images could be read (e.g. {examples[0]}); check "
-              f"the image folder; details in {config.out_dir / 'summary.json'}", file=sys.stderr)
+              "the image folder (the empty shards were removed)", file=sys.stderr)
         return 2
     return 0

@@ -58,8 +58,8 @@ def file_size(path: str | os.PathLike) -> int:
 
 def text_number(text: str | None) -> float:
     """A finite number written in ASCII (`12`, `-3.5`, `1e2`) from XML text; ValueError otherwise."""
-    if text is None or not NUMBER.fullmatch(text.strip()):
-        raise ValueError(f"not a number in digits 0-9: {text!r}")
+    if text is None or not NUMBER.fullmatch(text.strip()) or not math.isfinite(float(text)):
+        raise ValueError(f"not a finite number in digits 0-9: {text!r}")
     return float(text)
 
 
