@@ -21,7 +21,7 @@ from yolo9000.data.schema import read_manifest
 
 class AnchorError(ValueError):
     """Boxes or options that cannot be clustered or plotted; the message says which and how to fix.
-    (A manifest that cannot be read raises yolo9000.data.schema.ManifestError.)"""
+    (A manifest that cannot be read raises yolo9000.data.schema.SchemaError.)"""
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from typing import Sequence
 
 from yolo9000 import anchors as dimension_clusters
 from yolo9000.arguments import integer
-from yolo9000.data.schema import ManifestError
+from yolo9000.data.schema import SchemaError
 
-USER_ERRORS = (dimension_clusters.AnchorError, ManifestError)
+USER_ERRORS = (dimension_clusters.AnchorError, SchemaError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,34 +39,31 @@ MANIFEST_SCHEMA = pa.schema(
 
 
 class SchemaError(ValueError):
-    """A record breaks the shard contract; the message names the record and the field."""
-
-
-class ManifestError(ValueError):
-    """A manifest that is missing, not Parquet, or lacks columns; the message names the file."""
+    """A record or a manifest that breaks the shard contract; the message names the record or file and the field."""
 
 
 def read_manifest(path: str | Path, columns: Sequence[str], optional: Sequence[str] = ()) -> pa.Table:
-    """The `columns` (and those of `optional` the file has) of a manifest.parquet, in that order."""
+    """The `columns` (and those of `optional` the file has) of a manifest.parquet, in that order; a missing
+    or damaged file, a missing column or one of the wrong type is a SchemaError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"manifest not found: {path} (write it with the shard writer, e.g. pipelines/prepare_coco.py)")
+        raise SchemaError(f"manifest not found: {path} (write it with the shard writer, e.g. pipelines/prepare_coco.py)")
     try:
         names = pq.read_schema(path).names
     except Exception as error:  # pyarrow raises several types for a damaged file
-        raise ManifestError(f"{path}: not a readable Parquet manifest ({error})") from None
+        raise SchemaError(f"{path}: not a readable Parquet manifest ({error})") from None
     missing = [c for c in columns if c not in names]
     if missing:
-        raise ManifestError(f"{path}: manifest lacks column(s) {missing}; it has {names}")
+        raise SchemaError(f"{path}: manifest lacks column(s) {missing}; it has {names}")
     wanted = list(columns) + [c for c in optional if c in names]
     try:
         table = pq.read_table(path, columns=wanted).select(wanted)
     except Exception as error:
-        raise ManifestError(f"{path}: not a readable Parquet manifest ({error})") from None
+        raise SchemaError(f"{path}: not a readable Parquet manifest ({error})") from None
     odd = [f"{c} is {table.schema.field(c).type}, not {MANIFEST_SCHEMA.field(c).type}" for c in wanted
            if c in MANIFEST_SCHEMA.names and not column_fits(table.schema.field(c).type, MANIFEST_SCHEMA.field(c).type)]
     if odd:
-        raise ManifestError(f"{path}: manifest column(s) of the wrong type: {'; '.join(odd)}")
+        raise SchemaError(f"{path}: manifest column(s) of the wrong type: {'; '.join(odd)}")
     return table
 
 
