@@ -48,7 +48,7 @@ from yolo9000.data.decode import decode_image, decode_sample, decode_target
 from yolo9000.data.labelmap import LabelMap
 from yolo9000.data.loader import Loader, LoaderConfig, sample_generator, transforms_for
 from yolo9000.data.schema import SampleRecord
-from yolo9000.data.shardwriter import write_tar
+from yolo9000.data.shardwriter.write import write_tar
 from yolo9000.data.stream import Slot, SourceStream
 from yolo9000.data.transforms import resize_image
 

@@ -8,8 +8,10 @@ import argparse
 import sys
 
 from wordtree.labelsets import LabelSetError, synset_set
+from wordtree.wordnet import WordNetNotFound, unknown_wnids
+from yolo9000.data.prepare.command import (BAD_INPUT_HELP, add_source_argument, add_writer_arguments,
+                                           run_prepare)
 from yolo9000.data.prepare.imagenet import read_imagenet
-from yolo9000.data.shardwriter import add_writer_arguments, run_prepare
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,20 +19,20 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Every image becomes a classification sample labelled with its folder's (or tar's) wnid, unless "
                "--boxes holds a box file for it: then it is a detection sample with those boxes and wnids. "
-               "A folder, tar or box name that is not a wnid (or not in --synsets) stops the run before "
-               "anything is written. Corrupt images are skipped, non-JPEG images re-encoded; all counted in "
-               "summary.json.")
+               "A folder, tar or box name that is not a WordNet 3.0 noun synset (or not in --synsets), an empty "
+               "class folder or tar, and anything else in --root stop the run before anything is written. "
+               + BAD_INPUT_HELP)
     parser.add_argument("--root", required=True,
                         help="ImageNet train folder of <wnid>/ class folders, or a folder of <wnid>.tar files "
                              "(ImageNet-21k); both may be mixed")
     parser.add_argument("--boxes", default=None,
                         help="folder of ILSVRC / ImageNet-DET bounding-box XML files (<name> holds the wnid), "
-                             "matched to images by file stem, searched recursively; coordinates used as given")
+                             "matched to images by file stem, searched recursively; coordinates used as given; a "
+                             "box file without <object> leaves its image a classification sample")
     parser.add_argument("--synsets", default=None,
                         help="allowed wnids: a shipped set (imagenet1k, imagenet21k, imagenet_det200) or a file "
-                             "of wnids; default: any name of wnid shape")
-    parser.add_argument("--source", default="imagenet",
-                        help="source name in records and keys (default: %(default)s)")
+                             "of wnids; default: any noun synset of WordNet 3.0")
+    add_source_argument(parser, default="imagenet")
     add_writer_arguments(parser, default_prefix="imagenet")
     return parser
 
@@ -42,7 +44,8 @@ def main(argv=None) -> int:
         allowed = set(synset_set(args.synsets)) if args.synsets else None
         return read_imagenet(args.root, boxes_dir=args.boxes, source=args.source, allowed_wnids=allowed)
 
-    return run_prepare("prepare_imagenet", args, read_items, user_errors=(LabelSetError,))
+    return run_prepare("prepare_imagenet", args, read_items, user_errors=(LabelSetError, WordNetNotFound),
+                       unknown_wnids=unknown_wnids)
 
 
 if __name__ == "__main__":

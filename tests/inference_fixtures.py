@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from wordtree.tree import WordTree
-from yolo9000.data.shardwriter import SourceItem, WriterConfig, write_shards
+from yolo9000.data.prepare.items import SourceItem
+from yolo9000.data.shardwriter.write import WriterConfig, write_shards
 from yolo9000.train.checkpoint import ModelSpec, save_checkpoint
 
 # darknet order: roots animal, artifact; animal → dog, cat; dog → terrier, poodle

@@ -13,7 +13,7 @@ from yolo9000.anchors import (
     to_grid_units,
     wh_iou,
 )
-from yolo9000.data.schema import MANIFEST_SCHEMA, SampleRecord
+from yolo9000.data.schema import MANIFEST_SCHEMA, SampleRecord, SchemaError
 
 SHAPES = np.array([[0.05, 0.30], [0.20, 0.20], [0.60, 0.35]])  # tall thin, square, wide large
 
@@ -138,10 +138,10 @@ def test_zero_size_boxes_are_skipped_with_a_count_when_reading_and_refused_when_
 
 
 def test_unreadable_manifests_raise_errors_that_name_the_file(tmp_path):
-    with pytest.raises(AnchorError, match="manifest not found"):
+    with pytest.raises(SchemaError, match="manifest not found"):
         read_manifest_boxes([tmp_path / "missing.parquet"])
     pq.write_table(pa.table({"width": [1], "height": [1]}), tmp_path / "nobox.parquet")
-    with pytest.raises(AnchorError, match="lacks column"):
+    with pytest.raises(SchemaError, match="lacks column"):
         read_manifest_boxes([tmp_path / "nobox.parquet"])
     write_manifest(tmp_path / "odd.parquet", [[0, 0, 1], [], None, []], pa.list_(pa.float64()))
     with pytest.raises(AnchorError, match="row 0 has 3 box values"):
@@ -167,5 +167,5 @@ def test_manifest_written_with_the_shard_schema_is_read_and_crowd_regions_are_sk
 
 def test_a_file_that_is_not_parquet_is_reported_by_name(tmp_path):
     (tmp_path / "manifest.parquet").write_text("not parquet")
-    with pytest.raises(AnchorError, match="manifest.parquet: not a readable Parquet manifest"):
+    with pytest.raises(SchemaError, match="manifest.parquet: not a readable Parquet manifest"):
         read_manifest_boxes([tmp_path / "manifest.parquet"])

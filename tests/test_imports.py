@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("wordtree", "yolo9000", "pipelines", "bench")
+PACKAGES = ("atomicio", "wordtree", "yolo9000", "pipelines", "bench")
 
 
 def module_name(path: Path) -> str:
@@ -64,14 +64,23 @@ def test_only_labelmap_and_the_set_up_code_import_wordtree_inside_yolo9000():
     assert not offenders
 
 
-def test_model_imports_only_torch_and_its_layers():
+def test_the_atomic_writer_imports_only_the_standard_library():
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    atomic = {module: names for module, names in MODULES.items() if module.startswith("atomicio")}
+    assert atomic, "the walk should see atomicio"
+    for module, names in atomic.items():
+        assert not {n for n in names if n.split(".")[0] not in stdlib}, f"{module} imports {sorted(names)}"
+
+
+def test_model_imports_only_torch_its_layers_and_the_atomic_writer():
     stdlib = set(sys.stdlib_module_names)
     for module, names in MODULES.items():
         if not module.startswith("yolo9000.model"):
             continue
         outside = {
             n for n in names
-            if n.split(".")[0] not in stdlib | {"torch", "__future__"} and not n.startswith("yolo9000.model")
+            if n.split(".")[0] not in stdlib | {"torch", "__future__", "atomicio"}
+            and not n.startswith("yolo9000.model")
         }
         assert not outside, f"{module} imports {sorted(outside)}"
 

@@ -1,27 +1,13 @@
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from commands import REPO, datasets, script
 
-
-def load(path: Path, name: str):
-    """A module from a file path (tests/data/datasets.py, pipelines/*.py are not packages)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-datasets = load(REPO / "tests" / "data" / "datasets.py", "prepare_test_datasets")
-SCRIPTS = {name: load(REPO / "pipelines" / f"prepare_{name}.py", f"prepare_{name}_script")
-           for name in ("coco", "voc", "imagenet")}
-COMMON_OPTIONS = ["--out", "--shard-size", "--workers", "--max-side", "--prefix", "--jpeg-quality"]
+SCRIPTS = {name: script(name) for name in ("coco", "voc", "imagenet")}
+COMMON_OPTIONS = ["--out", "--overwrite", "--shard-size", "--workers", "--max-side", "--prefix", "--jpeg-quality"]
 
 
 @pytest.mark.parametrize("name, options", [
@@ -40,6 +26,9 @@ def test_help_explains_every_option(capsys, name, options):
         assert action.help and len(action.help) > 10, action.option_strings
     if name == "coco":
         assert "no annotation" in text and "--drop-empty" in text
+    flat = " ".join(text.split())
+    assert "Refused, before anything is written" in flat and "counted in summary.json" in flat
+    assert "totals in the last line printed" in flat
 
 
 def test_shard_size_accepts_byte_counts_and_unit_suffixes(tmp_path):

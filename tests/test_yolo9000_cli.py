@@ -103,7 +103,8 @@ def test_console_entry_help_and_anchors_run_as_a_subprocess(tmp_path):
 def test_anchors_command_reads_the_manifest_of_real_shards(tmp_path, capsys):
     from PIL import Image
 
-    from yolo9000.data.shardwriter import SourceItem, WriterConfig, write_shards
+    from yolo9000.data.prepare.items import SourceItem
+    from yolo9000.data.shardwriter.write import WriterConfig, write_shards
 
     items = []
     for i, (w, h) in enumerate([(320, 240), (200, 400), (256, 256)]):

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from wordtree.labelsets import is_wnid
 from wordtree.tree import WordTree
 from wordtree.wordnet import NounGraph, noun_graph, open_wordnet, synset_of, wnid_of
 
@@ -163,7 +164,7 @@ def _darknet_order(given: list[str], parent: dict) -> list[str]:
 
 def _root_wnid(root: str, wordnet) -> str:
     """The wnid of a root given as a synset name (physical_entity.n.01) or a wnid."""
-    if root[:1] == "n" and root[1:].isdigit():
+    if is_wnid(root):
         return wnid_of(synset_of(root, wordnet))
     try:
         synset = wordnet.synset(root)

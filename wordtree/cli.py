@@ -1,7 +1,7 @@
 """`wordtree build | stats | show | lookup`: a thin command line over wordtree's library.
 
-Bad input (an unknown wnid, a name with no synset, an unreadable file) prints one message naming
-the file and line on stderr and exits with status 2, without a traceback.
+Bad input (an unknown wnid, a name with no synset, an unreadable or malformed file) is refused: one
+message naming the file and line on stderr, exit status 2, no traceback, and nothing written.
 """
 
 from __future__ import annotations
@@ -37,7 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+REFUSES = ("Bad input is refused, never skipped: one message on stderr naming the file and line (or the "
+           "argument), exit status 2, and nothing written.")
+
+
 def run_build(args: argparse.Namespace) -> None:
+    if args.out.exists() and not args.out.is_dir():
+        raise CommandError(f"--out {args.out} is a file; give the folder to write wordtree.tree/.names/.labels into")
     wordnet = open_wordnet()
     wnids = _checked_wnids(args.synsets, args.map, wordnet)
     result = build_tree(wnids, root=args.root, shape=args.shape, wordnet=wordnet, collapse_chains=args.collapse_chains)
@@ -104,10 +110,17 @@ def _label(tree: WordTree, i: int) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wordtree", description="Build and inspect WordTrees from WordNet 3.0.")
+    parser = argparse.ArgumentParser(prog="wordtree", description="Build and inspect WordTrees from WordNet 3.0.",
+                                     epilog=REFUSES)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    build = commands.add_parser("build", help="build a WordTree and write darknet .tree/.names/.labels")
+    build = commands.add_parser(
+        "build", help="build a WordTree and write darknet .tree/.names/.labels",
+        description="Build a WordTree over the given synsets (YOLO9000 paper, section 4) and write darknet's "
+        "wordtree.tree, wordtree.names and wordtree.labels into --out: all three, or none of them.",
+        epilog="Every wnid of --synsets and --map is checked against WordNet 3.0 before anything is built. "
+        "Synsets that do not descend from --root are left out and listed on stdout. " + REFUSES,
+    )  # fmt: skip
     build.add_argument(
         "--synsets", action="append", default=[], metavar="FILE",
         help="a file of wnid or name<TAB>wnid lines, or a shipped set: " + ", ".join(known_sets())
@@ -134,16 +147,21 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--out", required=True, type=Path, help="output folder for wordtree.tree/.names/.labels")
     build.set_defaults(run=run_build)
 
-    stats = commands.add_parser("stats", help="nodes, groups, leaves, depth and roots of a .tree file")
+    stats = commands.add_parser("stats", help="nodes, groups, leaves, depth and roots of a .tree file",
+                                epilog="A line that is not 'wnid parent_index' (n + 8 ASCII digits, an ASCII integer), "
+                                "a parent after its child, split siblings or a repeated wnid is refused. " + REFUSES)
     stats.add_argument("tree", type=Path, help="a darknet .tree file (names from the .names beside it)")
     stats.set_defaults(run=run_stats)
 
-    show = commands.add_parser("show", help="a node's path to the root, its siblings and its children")
+    show = commands.add_parser("show", help="a node's path to the root, its siblings and its children",
+                               epilog="The .tree file is checked as by 'wordtree stats'; a node that is not in it, "
+                               "or a name that several nodes share, is refused. " + REFUSES)
     show.add_argument("tree", type=Path, help="a darknet .tree file (names from the .names beside it)")
     show.add_argument("node", help="node index, wnid (n02084071) or unique name (dog)")
     show.set_defaults(run=run_show)
 
-    lookup = commands.add_parser("lookup", help="noun synsets of a word, with wnids and glosses")
+    lookup = commands.add_parser("lookup", help="noun synsets of a word, with wnids and glosses",
+                                 epilog="A word with no noun synset is refused. " + REFUSES)
     lookup.add_argument("word", help="a word or phrase, e.g. 'traffic light'")
     lookup.set_defaults(run=run_lookup)
     return parser

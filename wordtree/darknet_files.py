@@ -6,9 +6,14 @@ line; `.labels`: one wnid per line, in node order. darknet's own 9k.tree round-t
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from atomicio import write_files
+from wordtree.labelsets import is_wnid
 from wordtree.tree import TreeError, WordTree
+
+_INDEX = re.compile(r"-?[0-9]+")  # ASCII digits only: int() would also read ٣ or ³
 
 
 def read_tree_file(path: str | Path) -> tuple[list[str], list[int]]:
@@ -16,8 +21,10 @@ def read_tree_file(path: str | Path) -> tuple[list[str], list[int]]:
     wnids, parents = [], []
     for number, line in enumerate(_lines(path), start=1):
         fields = line.split()
-        if len(fields) != 2 or not _is_int(fields[1]):
+        if len(fields) != 2 or not _INDEX.fullmatch(fields[1]):
             raise TreeError(f"{path}:{number}: expected 'wnid parent_index', got {line!r}")
+        if not is_wnid(fields[0]):
+            raise TreeError(f"{path}:{number}: {fields[0]!r} is not a WordNet id like n02084071 (line {line!r})")
         wnids.append(fields[0])
         parents.append(int(fields[1]))
     return wnids, parents
@@ -46,32 +53,23 @@ def load_tree(tree_path: str | Path, names_path: str | Path | None = None) -> Wo
         raise TreeError(f"{tree_path}: {error}") from None
 
 
-def write_tree_file(tree: WordTree, path: str | Path) -> None:
-    _write(path, "".join(f"{w} {p}\n" for w, p in zip(tree.wnids, tree.parent.tolist())))
-
-
-def write_names_file(tree: WordTree, path: str | Path) -> None:
-    _write(path, "".join(f"{n}\n" for n in tree.names))
-
-
-def write_labels_file(tree: WordTree, path: str | Path) -> None:
-    _write(path, "".join(f"{w}\n" for w in tree.wnids))
-
-
 def save_tree(tree: WordTree, out_dir: str | Path, stem: str = "wordtree") -> dict[str, Path]:
-    """Write `stem.tree`, `stem.names` and `stem.labels` into out_dir; returns their paths."""
+    """Write `stem.tree`, `stem.names` and `stem.labels` into out_dir, all three or none; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {kind: out_dir / f"{stem}.{kind}" for kind in ("tree", "names", "labels")}
-    write_tree_file(tree, paths["tree"])
-    write_names_file(tree, paths["names"])
-    write_labels_file(tree, paths["labels"])
+    texts = {
+        "tree": "".join(f"{w} {p}\n" for w, p in zip(tree.wnids, tree.parent.tolist())),
+        "names": "".join(f"{n}\n" for n in tree.names),
+        "labels": "".join(f"{w}\n" for w in tree.wnids),
+    }
+    paths = {kind: out_dir / f"{stem}.{kind}" for kind in texts}
+    write_files({paths[kind]: _writer(text) for kind, text in texts.items()})
     return paths
 
 
 def _lines(path: str | Path) -> list[str]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not part of line 1
     except OSError as error:
         raise TreeError(f"cannot read {path}: {error.strerror or error}") from None
     except UnicodeDecodeError as error:
@@ -79,13 +77,6 @@ def _lines(path: str | Path) -> list[str]:
     return text.splitlines()
 
 
-def _write(path: str | Path, text: str) -> None:
-    """Write to a temporary name, then rename, so a failed write never leaves half a file."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
-
-
-def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit()
+def _writer(text: str):
+    """Writes `text` as UTF-8 to the path it is given (atomicio's temporary file)."""
+    return lambda path: path.write_text(text, encoding="utf-8")

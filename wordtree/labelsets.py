@@ -16,7 +16,7 @@ SYNSET_LISTS = {
     "imagenet21k": DATA / "imagenet21k.txt",  # ImageNet fall 2011, 21,843 (timm's imagenet21k_goog_synsets.txt)
     "imagenet_det200": DATA / "imagenet_det200.txt",
 }
-_WNID = re.compile(r"n\d{8}")
+_WNID = re.compile(r"n[0-9]{8}")  # ASCII digits only: \d also matches ٠١٢… and other scripts
 
 
 class LabelSetError(ValueError):
@@ -103,7 +103,7 @@ def _entries(path: str | Path) -> list[tuple[int, str, str]]:
 
 def _read_lines(path: str | Path) -> list[str]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not part of line 1
     except OSError as error:
         raise LabelSetError(f"cannot read {path}: {error.strerror or error}") from None
     except UnicodeDecodeError as error:

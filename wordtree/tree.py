@@ -32,7 +32,7 @@ class WordTree:
     @classmethod
     def from_parents(cls, wnids: list[str], parents, names: list[str] | None = None) -> "WordTree":
         """Check darknet's ordering rules and derive groups, children and depths."""
-        parent = np.asarray(parents, dtype=np.int64).reshape(-1)
+        parent = _parent_array(parents)
         n = len(wnids)
         names = list(names) if names is not None else list(wnids)
         if len(parent) != n or len(names) != n:
@@ -85,7 +85,7 @@ class WordTree:
 
     def resolve(self, node: str | int) -> int:
         """A node given as index, wnid or unique name."""
-        if isinstance(node, (int, np.integer)) or (isinstance(node, str) and node.isdigit()):
+        if isinstance(node, (int, np.integer)) or (isinstance(node, str) and node.isascii() and node.isdigit()):
             i = int(node)
             if not 0 <= i < len(self):
                 raise TreeError(f"node index {i} is outside 0..{len(self) - 1}")
@@ -145,6 +145,18 @@ class WordTree:
             cached = {w: i for i, w in enumerate(self.wnids)}
             object.__setattr__(self, "_index_cache", cached)
         return cached
+
+
+def _parent_array(parents) -> np.ndarray:
+    """(N,) int64 parent indices; a value too large for int64 (a damaged file) is named with its line."""
+    try:
+        return np.asarray(parents, dtype=np.int64).reshape(-1)
+    except OverflowError:
+        i, value = next((i, p) for i, p in enumerate(parents) if not -(2**63) <= int(p) < 2**63)
+        raise TreeError(
+            f"node {i} (line {i + 1}) has parent {value}: parents must come before their children "
+            "(parent index < node index, -1 for a root)"
+        ) from None
 
 
 def _check_order(parent: np.ndarray) -> None:

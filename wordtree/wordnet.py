@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from nltk.corpus.reader.wordnet import ADJ, ADJ_SAT, WordNetCorpusReader, WordNetError
+
+from atomicio import write_folder
+from wordtree.labelsets import is_wnid
 
 DEBIAN_DIR = Path("/usr/share/wordnet")
 # The files nltk's reader opens; `lexnames` is added when missing, the rest must be there.
@@ -154,7 +157,7 @@ def open_wordnet() -> WordNetCorpusReader:
 def synset_of(wnid: str, wordnet: WordNetCorpusReader | None = None):
     """The noun synset of an ImageNet wnid: `n02084071` → Synset('dog.n.01')."""
     wordnet = wordnet or open_wordnet()
-    if len(wnid) != 9 or wnid[0] != "n" or not wnid[1:].isdigit():
+    if not is_wnid(wnid):
         raise UnknownSynset(f"{wnid!r} is not a WordNet noun id: expected 'n' and 8 digits, like n02084071")
     with warnings.catch_warnings():  # nltk warns and returns None for an offset that starts no synset
         warnings.simplefilter("ignore", UserWarning)
@@ -195,6 +198,12 @@ def noun_graph(wordnet: WordNetCorpusReader | None = None) -> NounGraph:
         _graphs[root] = graph
         _graph_readers[id(graph)] = wordnet
     return graph
+
+
+def unknown_wnids(wnids: Iterable[str], wordnet: WordNetCorpusReader | None = None) -> list[str]:
+    """The distinct values of `wnids`, sorted, that name no noun synset of WordNet 3.0 (shaped like one or not)."""
+    parents = noun_graph(wordnet).parents
+    return sorted({wnid for wnid in wnids if wnid not in parents})
 
 
 def _read_noun_graph(path: Path) -> NounGraph:
@@ -253,22 +262,17 @@ def _nltk_data_wordnet() -> Path | None:
 
 
 def _unpacked_copy(zipped, target: Path) -> Path:
-    """The `wordnet/` folder of nltk's zip, unpacked once: temp folder + rename."""
+    """The `wordnet/` folder of nltk's zip, unpacked once (a folder written whole or not at all)."""
     target = target.expanduser().resolve()
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".wordnet-", dir=target.parent))
-    try:
+
+    def unpack(staging: Path) -> None:
         for name in zipped.zipfile.namelist():
             if name.startswith(zipped.entry) and not name.endswith("/") and "/" not in name[len(zipped.entry) :]:
                 (staging / name[len(zipped.entry) :]).write_bytes(zipped.zipfile.read(name))
-        os.rename(staging, target)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not target.is_dir():
-            raise
-    return target
+
+    return write_folder(target, unpack)
 
 
 def _missing_files(folder: Path) -> list[str]:
@@ -276,23 +280,18 @@ def _missing_files(folder: Path) -> list[str]:
 
 
 def _prepared_copy(source: Path, target: Path) -> Path:
-    """Copy a WordNet dict folder once, adding `lexnames`; temp folder + rename, so never half a copy."""
+    """Copy a WordNet dict folder once, adding `lexnames` (a folder written whole or not at all)."""
     target = target.expanduser().resolve()
     if (target / "lexnames").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".wordnet-", dir=target.parent))
-    try:
+
+    def copy(staging: Path) -> None:
         for name in REQUIRED_FILES:
             shutil.copyfile(source / name, staging / name)
         lines = [f"{i:02d}\t{name}\t{_lexname_category(name)}\n" for i, name in enumerate(LEXNAMES)]
         (staging / "lexnames").write_text("".join(lines), encoding="utf-8")
-        os.rename(staging, target)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (target / "lexnames").is_file():  # not another process's finished copy: a real failure
-            raise
-    return target
+
+    return write_folder(target, copy)
 
 
 def _lexname_category(name: str) -> int:

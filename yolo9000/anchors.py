@@ -15,9 +15,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from atomicio import write_file
+from yolo9000.data.schema import read_manifest
+
 
 class AnchorError(ValueError):
-    """Boxes that cannot be clustered, or a manifest that cannot be read; the message says which and how to fix."""
+    """Boxes or options that cannot be clustered or plotted; the message says which and how to fix.
+    (A manifest that cannot be read raises yolo9000.data.schema.SchemaError.)"""
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ def kmeans_anchors(
         raise AnchorError(f"k must be between 1 and the number of boxes ({len(wh)}), got {k}")
     if restarts < 1:
         raise AnchorError(f"restarts must be at least 1, got {restarts}")
+    if seed < 0:
+        raise AnchorError(f"seed must be a non-negative integer, got {seed}")
     if init is not None and np.shape(init) != (k, 2):
         raise AnchorError(f"init must hold k = {k} (w, h) pairs, got shape {np.shape(init)}")
     rng = np.random.default_rng(seed)
@@ -164,8 +170,25 @@ def _grow_by_worst_box(wh: np.ndarray, anchors: np.ndarray, k: int) -> np.ndarra
     return np.concatenate([anchors, wh[worst]])
 
 
+def check_plot_path(path: str | Path) -> Path:
+    """Refuse a plot path that cannot be written: a folder, a missing parent folder, an unknown image format."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(path)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.is_dir():
+        raise AnchorError(f"--plot {path} is a folder; give a file name such as {path / 'anchors.png'}")
+    if not path.parent.is_dir():
+        raise AnchorError(f"--plot {path}: the folder {path.parent} does not exist; create it first")
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise AnchorError(f"--plot {path}: unknown image format {path.suffix or '(none)'!r}; end the name with "
+                          f"one of {', '.join('.' + f for f in sorted(formats))}")
+    return path
+
+
 def plot_mean_iou_curve(results: Sequence[AnchorResult], path: str | Path) -> Path:
-    """Save mean IoU against k as a PNG, like the paper's Figure 2 (matplotlib, Agg backend)."""
+    """Save mean IoU against k as an image (format from the file name), like the paper's Figure 2 (Agg backend)."""
+    path = check_plot_path(path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,14 +202,15 @@ def plot_mean_iou_curve(results: Sequence[AnchorResult], path: str | Path) -> Pa
     ax.set_title("Dimension clusters, d = 1 − IoU")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
+    write_file(path, lambda temporary: fig.savefig(temporary, format=path.suffix.lstrip(".").lower()))
     plt.close(fig)
     return path
 
 
 def to_grid_units(anchors_normalised: np.ndarray, input_size: int = 416, stride: int = 32) -> np.ndarray:
     """Normalised (w, h) → grid-cell units, as in darknet's cfg `anchors=` (13×13 cells at 416)."""
+    if input_size < 1 or stride < 1:
+        raise AnchorError(f"input size and stride must be positive, got size {input_size}, stride {stride}")
     if input_size % stride:
         raise AnchorError(f"input size {input_size} is not a multiple of the stride {stride}")
     return np.asarray(anchors_normalised, dtype=np.float64) * (input_size // stride)
@@ -202,8 +226,14 @@ def read_manifest_boxes(paths: Iterable[str | Path]) -> BoxSizes:
     """Normalised (w, h) of every box in Parquet manifests (yolo9000.data.schema.MANIFEST_SCHEMA).
 
     Boxes may be list<list<float>> (the shard writer's schema) or a flat list of 4·n values. Rows with
-    an `image_label` and no boxes add nothing; zero-size and crowd boxes are skipped and counted.
+    an `image_label` and no boxes add nothing; zero-size and crowd boxes are skipped and counted. A manifest
+    given twice is refused (its boxes would count twice).
     """
+    paths = [Path(p) for p in paths]
+    resolved = [p.resolve() for p in paths]
+    repeated = sorted({str(p) for p, r in zip(paths, resolved) if resolved.count(r) > 1})
+    if repeated:
+        raise AnchorError(f"manifest(s) {repeated} given more than once: their boxes would count twice")
     chunks, skipped, crowds, without = [], 0, 0, 0
     for path in paths:
         wh, crowd, rows_without = _manifest_wh(Path(path))
@@ -218,20 +248,7 @@ def read_manifest_boxes(paths: Iterable[str | Path]) -> BoxSizes:
 
 def _manifest_wh(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     """(M, 2) normalised w, h of all boxes in one manifest (unfiltered), (M,) crowd flags, rows with no box."""
-    import pyarrow.parquet as pq
-
-    if not path.is_file():
-        raise AnchorError(f"manifest not found: {path} (write it with the shard writer, e.g. pipelines/prepare_coco.py)")
-    try:
-        names = pq.read_schema(path).names
-        missing = [c for c in ("width", "height", "boxes") if c not in names]
-        if missing:
-            raise AnchorError(f"{path}: manifest lacks column(s) {missing}; it has {names}")
-        table = pq.read_table(path, columns=["width", "height", "boxes"] + (["crowd"] if "crowd" in names else []))
-    except AnchorError:
-        raise
-    except Exception as error:  # pyarrow raises several types for a damaged file
-        raise AnchorError(f"{path}: not a readable Parquet manifest ({error})") from error
+    table = read_manifest(path, ["width", "height", "boxes"], optional=["crowd"])
     corners, per_row = _box_corners(table.column("boxes").combine_chunks(), path)  # (M, 4), (R,)
     width = np.repeat(table.column("width").to_numpy(zero_copy_only=False).astype(np.float64), per_row)
     height = np.repeat(table.column("height").to_numpy(zero_copy_only=False).astype(np.float64), per_row)

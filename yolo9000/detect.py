@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from yolo9000.postprocess import DISPLAY, Detections, PostprocessConfig
 from yolo9000.predict import Detector, LabelSet, image_paths, predict_files
-from yolo9000.train.checkpoint import write_atomically
+from atomicio import write_file
 
 ANNOTATED_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -85,7 +85,7 @@ def output_name(path: Path, taken: set[str]) -> str:
 def save_picture(picture: Image.Image, path: Path) -> None:
     """Write through a temporary name (JPEG quality 90 unless the name ends in .png)."""
     fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"
-    write_atomically(path, lambda p: picture.save(p, format=fmt, **({"quality": 90} if fmt == "JPEG" else {})))
+    write_file(path, lambda p: picture.save(p, format=fmt, **({"quality": 90} if fmt == "JPEG" else {})))
 
 
 @dataclass
@@ -128,5 +128,5 @@ def detect_files(detector: Detector, inputs: Sequence[str | Path], output: str |
     document = {"images": summary.images, "skipped": [{"file": str(p), "reason": r} for p, r in summary.skipped],
                 "settings": {"thresh": config.score_threshold, "hier_thresh": config.hier_thresh,
                              "nms": config.iou_threshold}}
-    write_atomically(summary.json_path, lambda p: p.write_text(json.dumps(document, indent=1)))
+    write_file(summary.json_path, lambda p: p.write_text(json.dumps(document, indent=1)))
     return summary

@@ -50,7 +50,7 @@ from yolo9000.postprocess import (
     to_coco_results,
 )
 from yolo9000.predict import Detector, FileBatches, detections_of, label_set, run_network
-from yolo9000.train.checkpoint import write_atomically
+from atomicio import write_file
 
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 BOXED, UNBOXED = "boxed", "unboxed"  # classes with and without boxes in the training run's manifests
@@ -715,7 +715,7 @@ def write_json(result: EvaluationResult, path: str | Path) -> Path:
     """The result as JSON (NaN as null), written through a temporary name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda p: p.write_text(json.dumps(result.to_dict(), indent=2)))
+    write_file(path, lambda p: p.write_text(json.dumps(result.to_dict(), indent=2)))
     return path
 
 
@@ -723,7 +723,7 @@ def write_rows(result: EvaluationResult, path: str | Path) -> Path:
     """The scored COCO result rows as a results file (what `evaluate --gt --detections` reads)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda p: p.write_text(json.dumps(result.rows)))
+    write_file(path, lambda p: p.write_text(json.dumps(result.rows)))
     return path
 
 

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from yolo9000.model import load_darknet_weights, save_darknet_weights
-from yolo9000.train.checkpoint import load_model, write_atomically
+from atomicio import write_file
+from yolo9000.train.checkpoint import load_model
 
 ONNX_TOLERANCE = 1e-4  # relative to the output's largest magnitude; fp32 convolutions reorder sums
 
@@ -57,7 +58,7 @@ def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = 17) -> 
     if loaded.spec.task == "classify":
         dynamic["output"] = {0: "batch"}
     output = Path(output)
-    write_atomically(output, lambda path: write_onnx(model, path, size, dynamic, opset))
+    write_file(output, lambda path: write_onnx(model, path, size, dynamic, opset))
     difference = onnx_difference(model, output, check_inputs(size))
     if difference > ONNX_TOLERANCE:
         output.unlink()

@@ -8,9 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from atomicio import TEMPORARY_GLOB, temporary_path
 from datasets import COCO_MAP, build_coco, image_bytes, read_shards, shapes_image
 from yolo9000.data.prepare.coco import read_coco
-from yolo9000.data.shardwriter import PrepareError, WriterConfig, write_shards
+from yolo9000.data.prepare.items import PrepareError
+from yolo9000.data.shardwriter.write import WriterConfig, write_shards
 
 
 def prepare(tmp_path: Path, ann: Path, images: Path, workers: int = 2, **options) -> tuple[Path, dict]:
@@ -65,7 +67,9 @@ def test_manifest_rows_equal_the_shard_records_and_summary_counts_the_source(tmp
     assert summary["boxes"] == sum(label_boxes.values())
     assert summary["crowd_boxes"] == 1
     assert {w: v["boxes"] for w, v in summary["labels"].items()} == dict(label_boxes)
-    assert summary["skipped"] == {} and summary["changed"] == {} and summary["noticed"] == {}
+    empty = [file for file, truth in truths.items() if not truth.boxes]
+    assert summary["skipped"] == {} and summary["changed"] == {}
+    assert summary["noticed"] == {"no_boxes": {"count": 1, "examples": empty}}
 
 
 def test_image_without_annotations_is_an_empty_detection_sample_unless_dropped(tmp_path, coco):
@@ -85,7 +89,7 @@ def test_resume_keeps_finished_shards_and_rewrites_a_missing_one_identically(tmp
     before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in shards}
     manifest = (out / "manifest.parquet").read_bytes()
     shards[1].unlink()
-    (out / (shards[2].name + ".partial")).write_bytes(b"stale half-written shard")
+    temporary_path(shards[2]).write_bytes(b"stale half-written shard")
     _, summary = prepare(tmp_path, ann, images)
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("coco-*.tar")}
     assert after.keys() == before.keys()
@@ -94,7 +98,7 @@ def test_resume_keeps_finished_shards_and_rewrites_a_missing_one_identically(tmp
             assert after[name][2] == before[name][2]
         else:
             assert after[name] == before[name]
-    assert not list(out.rglob("*.partial"))
+    assert not list(out.rglob(TEMPORARY_GLOB))
     assert pq.read_table(out / "manifest.parquet").equals(pq.read_table(io.BytesIO(manifest)))
 
 
@@ -170,8 +174,8 @@ def test_image_whose_size_differs_from_the_annotation_is_kept_and_noticed(tmp_pa
 
 
 @pytest.mark.parametrize("bad_field, value, message", [
-    ("bbox", [1.0, 2.0, 3.0], "bbox' must be 4 numbers"),
-    ("bbox", "oops", "bbox' must be 4 numbers"),
+    ("bbox", [1.0, 2.0, 3.0], "bbox' must be 4 finite numbers"),
+    ("bbox", "oops", "bbox' must be 4 finite numbers"),
     ("image_id", 424242, "image_id is not among"),
     ("category_id", 99, "category_id 99"),
 ])

@@ -9,7 +9,8 @@ import pytest
 
 from datasets import IMAGENET_WNIDS, build_imagenet_folders, build_imagenet_tars, imagenet_box_xml, read_shards
 from yolo9000.data.prepare.imagenet import read_imagenet
-from yolo9000.data.shardwriter import PrepareError, WriterConfig, write_shards
+from yolo9000.data.prepare.items import PrepareError
+from yolo9000.data.shardwriter.write import WriterConfig, write_shards
 
 
 def prepare(out: Path, items, workers: int = 2) -> dict:

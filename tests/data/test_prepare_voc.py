@@ -7,7 +7,8 @@ import pytest
 
 from datasets import VOC_MAP, build_voc, read_shards, voc_xml
 from yolo9000.data.prepare.voc import read_voc
-from yolo9000.data.shardwriter import PrepareError, WriterConfig, write_shards
+from yolo9000.data.prepare.items import PrepareError
+from yolo9000.data.shardwriter.write import WriterConfig, write_shards
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def copy_with_annotation(tmp_path: Path, voc, xml_text: str) -> Path:
 @pytest.mark.parametrize("xml_text, message", [
     ("<annotation><object><name>dog</name>", "cannot read VOC annotation"),
     ("<annotation><object><name>dog</name><bndbox><xmin>1</xmin></bndbox></object></annotation>",
-     r"object 0 \(dog\): <bndbox> needs numeric"),
+     r"object 0 \(dog\): <bndbox> needs xmin, ymin, xmax, ymax as finite numbers"),
     ("<annotation><object><name>dog</name><difficult>maybe</difficult><bndbox><xmin>1</xmin><ymin>1</ymin>"
      "<xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>", "<difficult> must be 0 or 1"),
 ])

@@ -1,4 +1,3 @@
-import argparse
 import io
 import json
 from pathlib import Path
@@ -10,22 +9,11 @@ import webdataset as wds
 from PIL import Image, ImageFile
 
 from datasets import image_bytes, shapes_image
+from yolo9000.data.prepare.items import PrepareError, SourceItem
 from yolo9000.data.schema import SampleRecord, wds_to_record
-from yolo9000.data.shardwriter import (PARTS_DIR, PrepareError, SourceItem, WriterConfig, clip_boxes,
-                                       decoded_format_and_size, materialise,
-                                       parse_size, plan_shards, write_shards, write_tar)
-
-
-@pytest.mark.parametrize("text, size", [("123456", 123456), ("100MB", 100_000_000), ("1.5GB", 1_500_000_000),
-                                        ("512KiB", 524288), ("2 mb", 2_000_000), ("7k", 7000)])
-def test_parse_size_reads_bytes_and_unit_suffixes(text, size):
-    assert parse_size(text) == size
-
-
-@pytest.mark.parametrize("text", ["", "MB", "10 parsecs", "0", "-5MB"])
-def test_parse_size_refuses_what_it_cannot_read(text):
-    with pytest.raises(argparse.ArgumentTypeError, match="size"):
-        parse_size(text)
+from yolo9000.data.shardwriter.encode import clip_boxes, decoded_format_and_size, materialise
+from yolo9000.data.shardwriter.plan import PARTS_DIR, plan_shards
+from yolo9000.data.shardwriter.write import WriterConfig, write_shards, write_tar
 
 
 def test_shard_plan_is_consecutive_greedy_and_within_the_target_size():
@@ -97,7 +85,7 @@ def test_same_records_give_byte_identical_tars_that_webdataset_reads_back(tmp_pa
 
 def test_duplicate_keys_are_refused_naming_them(tmp_path):
     items = [item_for(tmp_path / "a.jpg", key="t-1"), item_for(tmp_path / "b.jpg", key="t-1")]
-    with pytest.raises(PrepareError, match=r"duplicate sample keys \['t-1'\]"):
+    with pytest.raises(PrepareError, match=r"1 sample keys are shared by several images \(t-1: a.jpg, b.jpg\)"):
         write_shards(items, WriterConfig(out_dir=tmp_path / "out", workers=1, show_progress=False))
 
 

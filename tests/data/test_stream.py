@@ -14,7 +14,7 @@ from shards import ALL_WNIDS, classification_record, detection_record, detection
 from yolo9000.data.decode import decode_image, decode_sample
 from yolo9000.data.labelmap import LabelMap
 from yolo9000.data.schema import SampleRecord
-from yolo9000.data.shardwriter import write_tar
+from yolo9000.data.shardwriter.write import write_tar
 from yolo9000.data.stream import Slot, SourceStream, StreamError, list_shards
 
 

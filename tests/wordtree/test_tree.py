@@ -84,6 +84,6 @@ def test_split_sibling_runs_are_refused():
 
 def test_malformed_tree_line_is_named(tmp_path):
     path = tmp_path / "bad.tree"
-    path.write_text("n1 -1\nn2\n")
+    path.write_text("n00000001 -1\nn00000002\n")
     with pytest.raises(TreeError, match=r"bad.tree:2"):
         read_tree_file(path)

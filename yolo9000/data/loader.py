@@ -29,9 +29,11 @@ from yolo9000.data import transforms as T
 from yolo9000.data.buffers import LentBuffers, WorkerBuffers, return_queues, worker_buffers
 from yolo9000.data.collate import collate
 from yolo9000.data.decode import CorruptSampleError, decode_sample
-from yolo9000.data.labelmap import LabelMap
-from yolo9000.data.mix import Mix
-from yolo9000.data.stream import Slot, SourceStream
+from yolo9000.data.labelmap import LabelMap, UnknownLabelError
+from yolo9000.data.mix import Mix, MixError
+from yolo9000.data.stream import Slot, SourceStream, StreamError
+
+SET_UP_ERRORS = (UnknownLabelError, StreamError, MixError)  # raised to the user as their message alone
 
 KINDS = ("detection", "classification")
 
@@ -137,6 +139,14 @@ class PipelineDataset(IterableDataset):
         return mix, ((i, name, sample) for i, (name, sample) in enumerate(mix))
 
     def __iter__(self) -> Iterator[dict]:
+        """The batches; a set-up error met in a loader worker travels as {"error": ...}, for Loader to raise
+        as itself (a DataLoader would wrap it in the worker's traceback)."""
+        try:
+            yield from self.batches()
+        except SET_UP_ERRORS as error:
+            yield {"error": error}
+
+    def batches(self) -> Iterator[dict]:
         slot = self.slot()
         buffers = worker_buffers(self.buffer_returns)
         mix, numbered = self.raw_samples(slot)
@@ -159,6 +169,7 @@ class PipelineDataset(IterableDataset):
                 pending = []
         if pending:  # only a non-resampled (one-epoch) stream ends: its last, short batch
             yield self.batch_of(pending, slot, mix, dropped, position, buffers)
+        yield {"stats": self.stats_of(slot, mix, dropped, position)}  # counters met after the last batch
 
     def samples_to_skip(self, slot: Slot) -> int:
         """Raw samples this worker's earlier batches used: the saved position, else whole batches before start_step."""
@@ -184,16 +195,21 @@ class PipelineDataset(IterableDataset):
         batch = collate(pending, self.cfg.max_boxes, out)
         for reason, count in batch.pop("dropped").items():
             dropped[reason] += count
-        batch["stats"] = {
+        buffer = None if buffers is None else (buffers.worker, ident)
+        batch["stats"] = self.stats_of(slot, mix, dropped, position, buffer)
+        return batch
+
+    def stats_of(self, slot: Slot, mix: Mix, dropped: dict, position: int, buffer: tuple | None = None) -> dict:
+        """This worker's counters so far, and the shared buffer of the batch they travel with."""
+        return {
             "worker": slot.worker,
             "position": position,  # raw samples of this worker's stream used so far
             "corrupt_samples": sum(s.counters.corrupt_samples for s in self.streams.values()),
             "unreadable_shards": sum(s.counters.unreadable_shards for s in self.streams.values()),
             "source_counts": dict(mix.counts),
             "dropped_boxes": dict(dropped),
-            "buffer": None if buffers is None else (buffers.worker, ident),  # for the main process to hand back
+            "buffer": buffer,  # for the main process to hand back
         }
-        return batch
 
 
 class Loader:
@@ -236,7 +252,11 @@ class Loader:
 
     def __iter__(self) -> Iterator[dict]:
         for batch in self.dataloader:
+            if "error" in batch:
+                raise batch["error"]
             stats = batch.pop("stats")
             self.per_worker[stats["worker"]] = stats
+            if "images" not in batch:  # a one-epoch stream's last counters, after its last batch
+                continue
             self.lent.hand_back(stats["buffer"], batch["images"])
             yield batch

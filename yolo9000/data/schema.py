@@ -1,4 +1,5 @@
-"""The sample record shared by the shard writer and the loader, and the manifest columns.
+"""The sample record shared by the shard writer and the loader, the manifest columns, and the one
+manifest reader (labels, anchors and the shard writer read manifests through `read_manifest`).
 
 One record per image. Labels are WordNet ids (`n02084071`), never tree indices, so shards
 outlive a tree (DESIGN.md, Contracts). Boxes are absolute pixels x0 y0 x1 y1 in the image as
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-WNID_PATTERN = re.compile(r"n\d{8}")
+WNID_PATTERN = re.compile(r"n[0-9]{8}")  # ASCII digits only: \d also matches ٠١٢… and other scripts
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # source names and shard prefixes: no dots, no slashes
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -36,14 +39,15 @@ MANIFEST_SCHEMA = pa.schema(
 
 
 class SchemaError(ValueError):
-    """A record breaks the shard contract; the message names the record and the field."""
+    """A record or a manifest that breaks the shard contract; the message names the record or file and the field."""
 
 
-def read_manifest(path: str | Path, columns: list[str]) -> pa.Table:
-    """These columns of a manifest.parquet; a missing file, a missing column or a damaged file is named."""
+def read_manifest(path: str | Path, columns: Sequence[str], optional: Sequence[str] = ()) -> pa.Table:
+    """The `columns` (and those of `optional` the file has) of a manifest.parquet, in that order; a missing
+    or damaged file, a missing column or one of the wrong type is a SchemaError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise SchemaError(f"manifest not found: {path} (the shard writer writes manifest.parquet beside the shards)")
+        raise SchemaError(f"manifest not found: {path} (write it with the shard writer, e.g. pipelines/prepare_coco.py)")
     try:
         names = pq.read_schema(path).names
     except Exception as error:  # pyarrow raises several types for a damaged file
@@ -51,7 +55,37 @@ def read_manifest(path: str | Path, columns: list[str]) -> pa.Table:
     missing = [c for c in columns if c not in names]
     if missing:
         raise SchemaError(f"{path}: manifest lacks column(s) {missing}; it has {names}")
-    return pq.read_table(path, columns=columns)
+    wanted = list(columns) + [c for c in optional if c in names]
+    try:
+        table = pq.read_table(path, columns=wanted).select(wanted)
+    except Exception as error:
+        raise SchemaError(f"{path}: not a readable Parquet manifest ({error})") from None
+    odd = [f"{c} is {table.schema.field(c).type}, not {MANIFEST_SCHEMA.field(c).type}" for c in wanted
+           if c in MANIFEST_SCHEMA.names and not column_fits(table.schema.field(c).type, MANIFEST_SCHEMA.field(c).type)]
+    if odd:
+        raise SchemaError(f"{path}: manifest column(s) of the wrong type: {'; '.join(odd)}")
+    return table
+
+
+def column_fits(actual: pa.DataType, expected: pa.DataType) -> bool:
+    """Whether a column of type `actual` reads as the manifest's `expected` type: any integer or float width,
+    a nested list also given flat (boxes as 4·n numbers), and all-null columns."""
+    def is_number(kind: pa.DataType) -> bool:
+        return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+    if pa.types.is_null(actual):
+        return True
+    if is_number(expected):
+        return is_number(actual)
+    if pa.types.is_string(expected):
+        return pa.types.is_string(actual) or pa.types.is_large_string(actual)
+    if pa.types.is_list(expected):
+        if not (pa.types.is_list(actual) or pa.types.is_large_list(actual)):
+            return False
+        inner = expected.value_type
+        return column_fits(actual.value_type, inner) or (pa.types.is_list(inner)
+                                                         and column_fits(actual.value_type, inner.value_type))
+    return actual == expected
 
 
 @dataclass

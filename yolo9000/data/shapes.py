@@ -25,7 +25,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +33,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from yolo9000.data.shardwriter import encode_jpeg, pool_context, write_atomically
+from atomicio import write_file
+from yolo9000.data.shardwriter.encode import encode_jpeg
+from yolo9000.data.shardwriter.write import process_pool
 
 FORMAT_VERSION = 1  # bump when a change alters what a given setting renders: old folders then regenerate
 OBJECTS_PER_SCENE = (1, 4)  # detection, val and tune scenes; classification images hold one figure
@@ -392,7 +394,7 @@ def class_table(wnids: dict[str, str]) -> list[dict]:
 def write_json(path: Path, data, indent: int | None = None) -> None:
     """JSON written under a temporary name, then renamed (compact unless an indent is given)."""
     text = json.dumps(data, indent=indent, separators=None if indent else (",", ":"))
-    write_atomically(path, lambda p: p.write_text(text + "\n"))
+    write_file(path, lambda p: p.write_text(text + "\n"))
 
 
 # ---------------------------------------------------------------- the whole run
@@ -481,7 +483,7 @@ def render_splits(out: Path, settings: ShapesSettings, wnids: dict[str, str], wo
                 entries[task[1].name].extend(render_chunk(task))
                 bar.update(task[3] - task[2])
         else:
-            with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=pool_context()) as pool:
+            with process_pool(min(workers, len(tasks))) as pool:
                 futures = {pool.submit(render_chunk, task): task for task in tasks}
                 for done in as_completed(futures):
                     task = futures[done]

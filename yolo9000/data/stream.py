@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import webdataset as wds
 from webdataset.tariterators import tarfile_samples
@@ -66,15 +67,21 @@ class Slot:
 
 
 def list_shards(urls: str | list[str]) -> list[str]:
-    """Expand a source's urls: a list as is, a local dir to its sorted `*.tar`, else brace/`::` expansion."""
+    """Expand a source's urls: a list as is, a local dir to its sorted `*.tar`, else brace/`::` expansion;
+    local files that do not exist are refused here, naming them (URLs and `pipe:` are read as they come)."""
     if isinstance(urls, (list, tuple)):
-        return [str(u) for u in urls]
-    if Path(urls).is_dir():
+        shards = [str(u) for u in urls]
+    elif Path(urls).is_dir():
         shards = sorted(str(p) for p in Path(urls).glob("*.tar"))
         if not shards:
             raise StreamError(f"no *.tar shards in directory {urls}; point the source at a shard directory")
-        return shards
-    return wds.shardlists.expand_urls(urls)
+    else:
+        shards = wds.shardlists.expand_urls(urls)
+    missing = [url for url in shards if not urlparse(url).scheme and not Path(url).is_file()]
+    if missing:
+        more = f", nor do {len(missing) - 1} more of the {len(shards)} shards" if len(missing) > 1 else ""
+        raise StreamError(f"shard {missing[0]} does not exist{more}; check the source's urls")
+    return shards
 
 
 def shards_for_slot(shards: list[str], slot: Slot, seed: int, epoch: int, shardshuffle: bool) -> list[str]:
@@ -144,19 +151,26 @@ class SourceStream:
             raise StreamError(f"source {self.name!r}: urls {self.urls!r} name no shard")
 
     def samples_of(self, urls: Iterator[str]) -> Iterator[dict]:
-        """Samples of the shards in order; refuses to spin forever when no shard yields anything."""
-        empty_in_a_row = 0
+        """Samples of the shards in order; refuses to spin forever when no shard yields anything, and to
+        end a one-epoch pass silently empty when every one of its shards was unreadable."""
+        empty_in_a_row, total, unreadable_before = 0, 0, self.counters.unreadable_shards
         for url in urls:
             count = 0
             for sample in samples_from_shard(url, self.counters):
                 count += 1
                 yield sample
+            total += count
             empty_in_a_row = 0 if count else empty_in_a_row + 1
             if self.resampled and empty_in_a_row >= max(20, 3 * len(self.shards)):
                 raise StreamError(
                     f"source {self.name!r}: the last {empty_in_a_row} shards read gave no sample "
                     f"(unreadable so far: {self.counters.examples[:3]}); check the urls {self.urls!r}"
                 )
+        if total == 0 and self.counters.unreadable_shards > unreadable_before:
+            raise StreamError(
+                f"source {self.name!r}: no shard of this reader could be read "
+                f"({self.counters.examples[:3]}); check the urls {self.urls!r}"
+            )
 
     def iterate(self, slot: Slot, epoch: int = 0) -> Iterator[dict]:
         """Samples for this slot: endless when resampled, else one epoch."""

@@ -9,13 +9,13 @@ Values are little-endian, as darknet writes them on x86 and ARM.
 """
 
 import itertools
-import os
 import struct
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from atomicio import write_file
 from yolo9000.model.layers import ConvBNLeaky
 
 FLOAT_BYTES = 4
@@ -180,13 +180,12 @@ def save_darknet_weights(
     if not 0 <= seen < 2 ** (8 * struct.calcsize(fmt) - (fmt == "<i")):
         raise WeightsError(f"{path}: seen={seen} does not fit the {struct.calcsize(fmt)}-byte field of version {version}")
     header = struct.pack("<3i", *version) + struct.pack(fmt, seen)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(temporary: Path) -> None:
         with open(temporary, "wb") as f:
             f.write(header)
             for conv, bn in darknet_convs(model):
                 for tensor in conv_tensors(conv, bn):
                     f.write(tensor.detach().to("cpu", torch.float32).contiguous().numpy())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+
+    write_file(path, write)

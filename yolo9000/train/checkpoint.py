@@ -13,7 +13,6 @@ A checkpoint is a folder (the one a Ray Train `Checkpoint` points at):
 
 from __future__ import annotations
 
-import os
 import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import atomicio
 from wordtree.darknet_files import load_tree, read_lines_file, save_tree
 from wordtree.tree import WordTree
 from yolo9000.model import build_classifier, build_detector
@@ -71,27 +71,17 @@ class LoadedModel:
     state: dict
 
 
-def write_atomically(path: Path, write) -> None:
-    """Call write(temporary_path), fsync, then rename over `path`: a crash leaves the old file or the new one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def save_checkpoint(directory: str | Path, state: dict, spec: ModelSpec, config_yaml: str, labels: list[str],
                     tree: WordTree | None = None) -> Path:
-    """Write the checkpoint files into `directory` (each file through a temporary name)."""
+    """Write the checkpoint files into `directory`, all of them or none (atomicio)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "model_spec": asdict(spec), **state}
-    write_atomically(directory / STATE_FILE, lambda p: torch.save(payload, p))
-    write_atomically(directory / CONFIG_FILE, lambda p: p.write_text(config_yaml))
-    write_atomically(directory / LABELS_FILE, lambda p: p.write_text("".join(f"{w}\n" for w in labels)))
+    atomicio.write_files({
+        directory / STATE_FILE: lambda p: torch.save(payload, p),
+        directory / CONFIG_FILE: lambda p: p.write_text(config_yaml),
+        directory / LABELS_FILE: lambda p: p.write_text("".join(f"{w}\n" for w in labels)),
+    })
     if tree is not None:
         save_tree(tree, directory, stem=TREE_STEM)
     return directory

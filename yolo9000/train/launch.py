@@ -23,7 +23,9 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig,
 from ray.train.torch import TorchTrainer
 from tqdm import tqdm
 
+from atomicio import write_file
 from yolo9000.data.labelmap import UnknownLabelError
+from yolo9000.data.schema import SchemaError
 from yolo9000.data.stream import StreamError, list_shards
 from yolo9000.train.config import Config, ConfigError, to_dict, to_yaml
 from yolo9000.train.loop import build_model, train_worker
@@ -62,7 +64,7 @@ def preflight(cfg: Config) -> None:
         if manifest is not None:
             try:
                 labels.labelmap.check_manifests([manifest])
-            except UnknownLabelError as error:
+            except (UnknownLabelError, SchemaError) as error:
                 raise PreflightError(f"data.sources {source.name!r}: {error}") from None
     try:
         init_weights(build_model(cfg, labels), cfg.model)
@@ -177,9 +179,7 @@ def use_gpu(cfg: Config) -> bool:
 
 
 def write_json(path: Path, data: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, default=str))
-    temporary.replace(path)
+    write_file(path, lambda p: p.write_text(json.dumps(data, indent=2, default=str)))
 
 
 # ---------------------------------------------------------------- watching from the driver

@@ -4,6 +4,9 @@ ImageNet-21k) → SourceItems with `image_label` = the folder's wnid.
 With a folder of ILSVRC / ImageNet-DET bounding-box XML files (`<name>` holds the wnid, found by
 image file stem anywhere under the folder), an image that has boxes becomes a detection sample:
 its boxes and their wnids, no image label. ILSVRC coordinates are used as given (pixels, no shift).
+
+Refused, naming the offenders: a folder, tar or box name that is not a wnid, an empty class folder
+or tar, a folder inside a class folder, and a file beside the class folders that is not a tar.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from yolo9000.data.prepare.items import PrepareError, SourceItem, file_size, text_number
 from yolo9000.data.schema import WNID_PATTERN
-from yolo9000.data.shardwriter import PrepareError, SourceItem, file_size
 
 BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
 
@@ -33,19 +36,32 @@ def list_synsets(root: Path) -> tuple[list[Path], list[Path]]:
     if offenders:
         raise PrepareError(f"{root}: {offenders} are not WordNet ids (n + 8 digits); every class folder or "
                            "tar must be named by its synset's wnid, e.g. n01440764/ or n01440764.tar")
+    others = sorted(p.name for p in entries if p not in folders and p not in tars)
+    if others:
+        raise PrepareError(f"{root}: {others[:10]} are neither class folders nor synset tars; move them out of "
+                           "--root (files whose names start with '.' are ignored)")
     if not folders and not tars:
         raise PrepareError(f"{root}: no class folders (n01440764/) and no synset tars (n01440764.tar) found")
     return folders, tars
 
 
+def folder_images(folder: Path) -> list[Path]:
+    """The image files of a class folder (names starting with '.' ignored); a sub-folder is an error."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    inner = [p.name for p in entries if p.is_dir()]
+    if inner:
+        raise PrepareError(f"{folder}: holds folders {inner[:10]}; a class folder holds its images only")
+    return entries
+
+
 def tar_images(tar_path: Path) -> list[tuple[str, int, int]]:
     """(member name, data offset, size) of each file in a synset tar, read from the headers only."""
     try:
-        with tarfile.open(tar_path) as tar:
+        with tarfile.open(tar_path, "r:") as tar:
             return [(m.name, m.offset_data, m.size) for m in tar.getmembers()
                     if m.isfile() and not Path(m.name).name.startswith(".")]
     except (OSError, tarfile.TarError) as error:
-        raise PrepareError(f"{tar_path}: cannot read synset tar: {error}") from error
+        raise PrepareError(f"{tar_path}: cannot read synset tar ({error}); is it an uncompressed tar?") from None
 
 
 def parse_box_file(path: Path) -> list[tuple[str, list[float]]]:
@@ -58,17 +74,21 @@ def parse_box_file(path: Path) -> list[tuple[str, list[float]]]:
     for index, obj in enumerate(root.findall("object")):
         name = (obj.findtext("name") or "").strip()
         try:
-            box = [float(obj.find("bndbox").findtext(tag)) for tag in BOX_TAGS]
-        except (AttributeError, TypeError, ValueError):
-            raise PrepareError(f"{path}: object {index} ({name}): <bndbox> needs numeric "
-                               f"{', '.join(BOX_TAGS)}") from None
+            box = [text_number(obj.find("bndbox").findtext(tag)) for tag in BOX_TAGS]
+        except (AttributeError, ValueError):
+            raise PrepareError(f"{path}: object {index} ({name}): <bndbox> needs {', '.join(BOX_TAGS)} as finite "
+                               "numbers in digits 0-9") from None
         objects.append((name, box))
     return objects
 
 
 def read_box_folder(boxes_dir: Path) -> dict[str, list[tuple[str, list[float]]]]:
     """Objects per image stem of every `*.xml` under boxes_dir; non-wnid names stop the run."""
+    if not Path(boxes_dir).is_dir():
+        raise PrepareError(f"{boxes_dir} is not a folder: --boxes must be a folder of ILSVRC bounding-box XML files")
     boxes = {path.stem: parse_box_file(path) for path in sorted(Path(boxes_dir).rglob("*.xml"))}
+    if not boxes:
+        raise PrepareError(f"{boxes_dir}: no *.xml bounding-box files found (searched recursively)")
     offenders = sorted({name for objects in boxes.values() for name, _ in objects
                         if not WNID_PATTERN.fullmatch(name)})
     if offenders:
@@ -104,13 +124,20 @@ def read_imagenet(root: str | Path, boxes_dir: str | Path | None = None, source:
         if unknown:
             raise PrepareError(f"{root}: wnids {unknown[:20]} ({len(unknown)} in all) are not in the allowed "
                                "synset list; remove those folders or add the wnids to the list")
-    items = []
+    items, empty = [], []
     for folder in folders:
-        for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        images = folder_images(folder)
+        empty += [] if images else [f"{folder.name}/"]
+        for path in images:
             items.append(make_item(source, f"{folder.name}/{path.name}", path, folder.name,
                                    boxes.get(path.stem), None, file_size(path)))
     for tar_path in tars:
-        for name, offset, size in tar_images(tar_path):
+        members = tar_images(tar_path)
+        empty += [] if members else [tar_path.name]
+        for name, offset, size in members:
             items.append(make_item(source, f"{tar_path.name}/{name}", tar_path, tar_path.stem,
                                    boxes.get(Path(name).stem), (offset, size), size))
+    if empty:
+        raise PrepareError(f"{root}: {empty[:10]} ({len(empty)} in all) hold no images: a class without images "
+                           "would be missing from the data unnoticed; remove them or add their images")
     return sorted(items, key=lambda item: item.key)
