@@ -50,5 +50,5 @@ def tiny_config(shards: dict[str, Path], storage: Path, **sections) -> dict:
         "run": {"storage_path": str(storage), "workers": 2, "checkpoint_every": 2, "report_every": 2},
     }
     for section, values in sections.items():
-        config[section] = {**config[section], **values} if isinstance(values, dict) else values
+        config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) else values
     return config

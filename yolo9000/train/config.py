@@ -95,6 +95,17 @@ class RunConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation of a validation source during training (`yolo9000 evaluate`'s function), on rank 0."""
+
+    data: str | None = None  # validation shards (their manifest.parquet beside them); None: no evaluation
+    every: int = 0  # updates between evaluations (0: only at the end of the run)
+    score_threshold: float = 0.005  # darknet's; under-trained heads need ~1e-4
+    groups_file: str | None = None  # named class groups, `group<TAB>wnid` lines
+    batch_size: int = 8
+
+
+@dataclass
 class Config:
     """One training job."""
 
@@ -107,6 +118,7 @@ class Config:
     loss: RegionLossConfig = field(default_factory=RegionLossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
@@ -132,6 +144,7 @@ def resolve_paths(cfg: Config) -> Config:
     if cfg.labels.classes is not None and Path(cfg.labels.classes).exists():
         cfg.labels.classes = absolute(cfg.labels.classes)
     cfg.model.init_from = absolute(cfg.model.init_from)
+    cfg.eval.data, cfg.eval.groups_file = absolute(cfg.eval.data), absolute(cfg.eval.groups_file)
     cfg.run.storage_path = absolute(cfg.run.storage_path)
     for source in cfg.data.sources:
         source.urls = [absolute(u) for u in source.urls] if isinstance(source.urls, list) else absolute(source.urls)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from atomicio import write_file
 from yolo9000.data.labelmap import UnknownLabelError
+from yolo9000.data.loader import SourceConfig
 from yolo9000.data.schema import SchemaError
 from yolo9000.data.stream import StreamError, list_shards
 from yolo9000.train.config import Config, ConfigError, to_dict, to_yaml
@@ -66,6 +67,9 @@ def preflight(cfg: Config) -> None:
                 labels.labelmap.check_manifests([manifest])
             except (UnknownLabelError, SchemaError) as error:
                 raise PreflightError(f"data.sources {source.name!r}: {error}") from None
+    if cfg.eval.data is not None:
+        evaluation = source_shards(SourceConfig("eval", cfg.eval.data))
+        manifest_of(SourceConfig("eval", cfg.eval.data), evaluation)
     try:
         init_weights(build_model(cfg, labels), cfg.model)
     except (ConfigError, ValueError, RuntimeError) as error:

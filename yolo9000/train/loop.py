@@ -80,15 +80,20 @@ def run(cfg: Config, session: "RaySession | LocalSession") -> dict:
     for step in range(progress.step, cfg.train.steps):
         size = input_size(cfg, step)
         set_lr(optimizer, lr_for(cfg, step))
-        reporting = (step + 1) % cfg.run.report_every == 0 or (step + 1) % cfg.run.checkpoint_every == 0
+        evaluating = cfg.eval.data is not None and cfg.eval.every > 0 and (step + 1) % cfg.eval.every == 0
+        reporting = (step + 1) % cfg.run.report_every == 0 or (step + 1) % cfg.run.checkpoint_every == 0 or evaluating
         finite = update(cfg, model, criterion, optimizer, batches, meter, size, device, labels, progress, reporting)
         progress.step, progress.images_seen = step + 1, progress.images_seen + meter.end_update() * world
         if reporting and progress.step < cfg.train.steps:  # the last update is reported below, after precise BN
             metrics = meter.report(progress, optimizer, size, loader, finite)
+            if evaluating and rank == 0:
+                metrics.update(evaluate_now(cfg, model, labels))
             report(session, cfg, metrics, model, optimizer, criterion, progress, loader, labels, final=False)
     if cfg.train.precise_bn_batches:
         precise_bn(model, batches, cfg, device, cfg.train.precise_bn_batches)
     final = meter.report(progress, optimizer, input_size(cfg, cfg.train.steps - 1), loader, True)
+    if cfg.eval.data is not None and rank == 0:
+        final.update(evaluate_now(cfg, model, labels))
     report(session, cfg, final, model, optimizer, criterion, progress, loader, labels, final=True)
     return final
 
@@ -360,6 +365,23 @@ def shares(counts: dict[str, int]) -> dict[str, float]:
     """Realised share of each source."""
     total = sum(counts.values()) or 1
     return {name: count / total for name, count in sorted(counts.items())}
+
+
+def evaluate_now(cfg: Config, model: nn.Module, labels: Labels) -> dict[str, float]:
+    """`yolo9000 evaluate`'s numbers for the current weights on the validation source, as `eval/...` metrics
+    (batch-norm statistics as they stand: precise BN runs once, at the end)."""
+    from yolo9000.evaluate import EvaluationSettings, evaluate_shards
+    from yolo9000.predict import Detector
+
+    anchors = torch.tensor(cfg.model.anchors if cfg.task == "detect" else [], dtype=torch.float32).reshape(-1, 2)
+    names = labels.tree.names if labels.tree is not None else list(labels.wnids)
+    detector = Detector(unwrap(model), anchors, cfg.data.image_size, list(labels.wnids), names, labels.tree,
+                        task=cfg.task)
+    train_manifests = [m for s in cfg.data.sources if s.kind == "detection"
+                       for m in [s.manifest or str(Path(str(s.urls)) / "manifest.parquet")] if Path(m).is_file()]
+    settings = EvaluationSettings(score_threshold=cfg.eval.score_threshold, train_manifests=train_manifests,
+                                  groups_file=cfg.eval.groups_file, batch_size=cfg.eval.batch_size, workers=0)
+    return {f"eval/{k}": v for k, v in evaluate_shards(detector, cfg.eval.data, settings).scalars().items()}
 
 
 # ---------------------------------------------------------------- checkpoints

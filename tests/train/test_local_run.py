@@ -1,0 +1,17 @@
+"""The training loop in one process (LocalSession, no Ray): what benchmarks and quick checks use."""
+
+from yolo9000.train.checkpoint import load_model
+from yolo9000.train.config import config_from_dict
+from yolo9000.train.loop import LocalSession, run
+from conftest import tiny_config
+
+
+def test_the_loop_runs_without_ray_and_evaluates_the_validation_source_on_schedule(shards, tmp_path):
+    cfg = config_from_dict(tiny_config(shards, tmp_path, train={"steps": 4}, run={"workers": 1, "report_every": 1},
+                                       eval={"data": str(shards["coco"]), "every": 2, "score_threshold": 1e-4}))
+    session = LocalSession(tmp_path / "checkpoints")
+    final = run(cfg, session)
+    evaluated = [r for r in session.reports if "eval/coco/AP50" in r]
+    assert [r["step"] for r in evaluated] == [2, 4] and final["step"] == 4
+    assert "eval/boxed/AP50" in final  # classes split by the detection sources' manifests
+    assert load_model(session.checkpoints[-1]).state["progress"]["step"] == 4
