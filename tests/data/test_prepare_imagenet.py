@@ -122,3 +122,11 @@ def test_unreadable_synset_tar_is_an_error_naming_it(tmp_path):
     (tmp_path / "fall11" / "n09999999.tar").write_bytes(b"not a tar at all" * 100)
     with pytest.raises(PrepareError, match=r"n09999999\.tar: cannot read synset tar"):
         read_imagenet(tmp_path / "fall11")
+
+
+def test_classes_are_spread_over_the_shards_not_written_one_after_another(tmp_path):
+    build_imagenet_folders(tmp_path / "train", per_class=12)
+    items = read_imagenet(tmp_path / "train")
+    first_half = Counter(item.image_label for item in items[: len(items) // 2])
+    assert set(first_half) == set(IMAGENET_WNIDS)  # class by class, the first half would hold one or two classes
+    assert [i.key for i in read_imagenet(tmp_path / "train")] == [i.key for i in items]  # the same order every run
