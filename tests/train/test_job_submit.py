@@ -1,5 +1,6 @@
 """`ray job submit` to a head started with `ray start --head` on 127.0.0.1, as a user does it."""
 
+import json
 import os
 import signal
 import socket
@@ -27,22 +28,25 @@ def free_port() -> int:
 def head(tmp_path):
     """A Ray head on loopback (`ray start --head --block`), stopped with its whole process group."""
     port, dashboard = free_port(), free_port()
+    agents = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                     "runtime-env-agent-port", "metrics-export-port")]
     process = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=3", "--disable-usage-stats"],
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", *agents, "--num-cpus=3",
+         "--disable-usage-stats"],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        status = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=ENV,
-                                capture_output=True, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # ready once its job agent takes a (no-op) job
+        status = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--no-wait", "--", "true"],
+                                env=ENV, capture_output=True, text=True)
         if status.returncode == 0:
             break
         time.sleep(1)
     else:
         os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail("the Ray head did not answer within 90 s")
-    yield address
+        pytest.fail("the Ray head did not take a job within 120 s")
+    yield address, f"127.0.0.1:{port}"
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=30)
@@ -55,8 +59,10 @@ def test_ray_job_submit_runs_the_training_job_on_a_running_head(head, shards, tm
     job.mkdir()
     (job / "run.yaml").write_text(yaml.safe_dump(tiny_config(shards, tmp_path / "runs", name="submitted",
                                                              train={"steps": 4}, run={"workers": 2})))
+    dashboard, gcs = head
     done = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", head, "--working-dir", str(job), "--",
+        [str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(job),
+         "--runtime-env-json", json.dumps({"env_vars": {"RAY_ADDRESS": gcs}}), "--",
          sys.executable, str(REPO / "pipelines" / "train_9000.py"), "--config", "run.yaml", "--no-progress"],
         env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
