@@ -52,7 +52,7 @@ def test_manifest_rows_equal_the_shard_records_and_summary_counts_the_source(tmp
     out, summary = prepare(tmp_path, ann, images)
     records = read_shards(out, "coco")
     rows = pq.read_table(out / "manifest.parquet").to_pylist()
-    assert [r["key"] for r in rows] == sorted(r["key"] for r in rows)
+    assert [r["shard"] for r in rows] == sorted(r["shard"] for r in rows)  # shard by shard, in order
     assert len(rows) == len(records)
     for row in rows:
         shard, record = records[row["file"]]

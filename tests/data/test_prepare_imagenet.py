@@ -127,6 +127,10 @@ def test_unreadable_synset_tar_is_an_error_naming_it(tmp_path):
 def test_classes_are_spread_over_the_shards_not_written_one_after_another(tmp_path):
     build_imagenet_folders(tmp_path / "train", per_class=12)
     items = read_imagenet(tmp_path / "train")
-    first_half = Counter(item.image_label for item in items[: len(items) // 2])
-    assert set(first_half) == set(IMAGENET_WNIDS)  # class by class, the first half would hold one or two classes
-    assert [i.key for i in read_imagenet(tmp_path / "train")] == [i.key for i in items]  # the same order every run
+    summary = prepare(tmp_path / "shards", items)
+    rows = pq.read_table(tmp_path / "shards" / "manifest.parquet").to_pylist()
+    classes_per_shard = Counter(shard for shard, _ in {(r["shard"], r["image_label"]) for r in rows})
+    assert summary["shards"] > 1  # written class by class, each shard would hold one or two classes
+    assert all(count == len(IMAGENET_WNIDS) for count in classes_per_shard.values()), classes_per_shard
+    prepare(tmp_path / "again", list(reversed(items)))  # the same shards whatever order the items come in
+    assert (tmp_path / "again" / "manifest.parquet").read_bytes() == (tmp_path / "shards" / "manifest.parquet").read_bytes()

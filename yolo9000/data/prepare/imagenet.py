@@ -11,7 +11,6 @@ or tar, a folder inside a class folder, and a file beside the class folders that
 
 from __future__ import annotations
 
-import hashlib
 
 import tarfile
 import xml.etree.ElementTree as ET
@@ -116,7 +115,7 @@ def make_item(source: str, file: str, path: Path, label: str, objects: list | No
 
 def read_imagenet(root: str | Path, boxes_dir: str | Path | None = None, source: str = "imagenet",
                   allowed_wnids: set[str] | None = None) -> list[SourceItem]:
-    """One SourceItem per image of the class folders and synset tars under root, in `shard_order`."""
+    """One SourceItem per image of the class folders and synset tars under root."""
     root = Path(root)
     folders, tars = list_synsets(root)
     boxes = read_box_folder(Path(boxes_dir)) if boxes_dir is not None else {}
@@ -142,12 +141,5 @@ def read_imagenet(root: str | Path, boxes_dir: str | Path | None = None, source:
     if empty:
         raise PrepareError(f"{root}: {empty[:10]} ({len(empty)} in all) hold no images: a class without images "
                            "would be missing from the data unnoticed; remove them or add their images")
-    return shard_order(items)
+    return items
 
-
-def shard_order(items: list[SourceItem]) -> list[SourceItem]:
-    """Items in a seeded shuffled order, the same on every run: shards written class by class would hold one
-    class each, and a reader's shuffle buffer (a few shards wide) would then serve batches of a few classes."""
-    ordered = sorted(items, key=lambda item: item.key)
-    keys = [hashlib.blake2b(item.key.encode(), digest_size=8).digest() for item in ordered]
-    return [item for _, item in sorted(zip(keys, ordered), key=lambda pair: pair[0])]

@@ -1,4 +1,4 @@
-"""The shard plan: which items go into which shard, decided up front from the sorted items and their
+"""The shard plan: which items go into which shard, decided up front from the items in `shard_order` and their
 estimated sizes, so shard contents depend only on the input; and the output folder it is written to.
 
 An output folder holds one run: its shards, `manifest.parquet`, `summary.json`, and `_parts/` (the plan
@@ -21,6 +21,13 @@ PARTS_DIR = "_parts"
 PLAN_FILE = "plan.json"
 RUN_FILES = ("manifest.parquet", "summary.json")  # besides the *.tar shards and _parts/
 MAX_NAMED = 5
+
+
+def shard_order(items: list[SourceItem]) -> list[SourceItem]:
+    """Items in a hashed order of their keys, the same for the same items whatever order they came in:
+    datasets listed class by class (ImageNet folders) would otherwise give shards of one class each, and a
+    reader's shuffle buffer, a few shards wide, batches of one or two classes."""
+    return sorted(items, key=lambda item: hashlib.blake2b(item.key.encode(), digest_size=8).digest())
 
 
 def plan_shards(sizes: list[int], shard_size: int) -> list[list[int]]:

@@ -29,7 +29,7 @@ from yolo9000.data.prepare.items import PrepareError, SourceItem
 from yolo9000.data.schema import MANIFEST_SCHEMA, NAME_PATTERN, SampleRecord, read_manifest, record_to_wds
 from yolo9000.data.shardwriter.encode import materialise
 from yolo9000.data.shardwriter.plan import (PARTS_DIR, check_unique_keys, claim_output, plan_fingerprint,
-                                            plan_shards, shard_name)
+                                            plan_shards, shard_name, shard_order)
 from yolo9000.data.shardwriter.summary import summarise
 
 PARENT_POLL_S = 0.5  # how often a pool worker checks that the process that started it is still there
@@ -136,7 +136,7 @@ def run_tasks(tasks: list, config: WriterConfig, total_items: int, finished_item
 
 def write_shards(items: list[SourceItem], config: WriterConfig) -> dict:
     """Write items as shards + manifest.parquet + summary.json under config.out_dir; returns the summary."""
-    items = sorted(items, key=lambda item: item.key)
+    items = shard_order(items)
     check_unique_keys(items)
     out_dir = config.out_dir
     plan = plan_shards([item.size_estimate for item in items], config.shard_size)
