@@ -7,7 +7,7 @@ import torch
 
 from shards import ALL_WNIDS, classification_shards, detection_record, detection_shards, write_shards
 from yolo9000.data.labelmap import LabelMap, UnknownLabelError
-from yolo9000.data.loader import Loader, LoaderConfig, batches_before
+from yolo9000.data.loader import Loader, LoaderConfig, batches_before, transforms_for
 
 LABELMAP = LabelMap.from_classes(ALL_WNIDS)
 
@@ -199,3 +199,19 @@ def test_workers_reuse_image_buffers_the_consumer_dropped_and_never_those_it_hol
     assert all(stats["buffer"] is None for stats in fresh.per_worker.values())
     for batch, copy in zip(reference, copies + dropped_copies):
         assert torch.equal(batch["images"], copy)
+
+
+@pytest.mark.parametrize("recipe,same", [("detection", True), ("classifier", False)])
+def test_classification_images_take_the_detection_recipe_when_asked(tmp_path, recipe, same):
+    cfg = dataclasses.replace(config(tmp_path), classification_augment=recipe, image_size=64)
+    image = torch.randint(0, 256, (3, 80, 120), dtype=torch.uint8)
+    target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+              "crowd": torch.zeros(0, dtype=torch.bool), "difficult": torch.zeros(0, dtype=torch.bool)}
+    as_classification = transforms_for("classification", cfg)(image, dict(target), torch.Generator().manual_seed(3))
+    as_detection = transforms_for("detection", cfg)(image, dict(target), torch.Generator().manual_seed(3))
+    assert torch.equal(as_classification[0], as_detection[0]) == same
+
+
+def test_an_unknown_classification_recipe_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match=r"classification_augment 'imagenet' is not one of \('classifier', 'detection'\)"):
+        LoaderConfig(sources=[{"name": "x", "urls": "x"}], classification_augment="imagenet")

@@ -97,3 +97,13 @@ def test_the_last_updates_train_at_the_final_size_as_darknet_does():
     sizes = [train_size_at(s, 0, 416, True, final_size=608, final_steps=200, max_steps=1000) for s in range(1000)]
     assert set(sizes[801:]) == {608} and len(set(sizes[:801])) > 3  # darknet: batch + 200 > max_batches
     assert {train_size_at(s, 0, 416, False) for s in range(50)} == {416}
+
+
+@pytest.mark.parametrize("task,data,recipe", [
+    ("detect", {}, "detection"),  # darknet's joint training reads classification images as detection ones
+    ("classify", {}, "classifier"),
+    ("detect", {"classification_augment": "classifier"}, "classifier"),
+])
+def test_classification_images_are_augmented_by_the_jobs_recipe_unless_set(task, data, recipe):
+    cfg = config_from_dict({**MINIMAL, "task": task, "data": {**MINIMAL["data"], **data}})
+    assert cfg.data.classification_augment == recipe

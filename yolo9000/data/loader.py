@@ -36,6 +36,7 @@ from yolo9000.data.stream import Slot, SourceStream, StreamError
 SET_UP_ERRORS = (UnknownLabelError, StreamError, MixError)  # raised to the user as their message alone
 
 KINDS = ("detection", "classification")
+CLASSIFICATION_AUGMENTS = ("classifier", "detection")
 
 
 @dataclass
@@ -75,9 +76,15 @@ class LoaderConfig:
     pin_memory: bool = False
     persistent_workers: bool = True
     reuse_buffers: bool = True  # workers write batches into shared memory the main process has let go
+    # classification images: "classifier" = Darknet-19's recipe (area crop, rotation; classify jobs),
+    # "detection" = the detection jitter crop, as darknet's joint training reads every image (detect jobs)
+    classification_augment: str = "classifier"
 
     def __post_init__(self) -> None:
         self.sources = [s if isinstance(s, SourceConfig) else SourceConfig(**s) for s in self.sources]
+        if self.classification_augment not in CLASSIFICATION_AUGMENTS:
+            raise ValueError(f"LoaderConfig.classification_augment {self.classification_augment!r} is not one of "
+                             f"{CLASSIFICATION_AUGMENTS}")
         if not self.sources:
             raise ValueError("LoaderConfig.sources is empty; give at least one {name, urls, weight, kind}")
         if self.batch_size < 1 or self.image_size < 1 or self.max_boxes < 1 or self.num_workers < 0:
@@ -91,7 +98,7 @@ def transforms_for(kind: str, cfg: LoaderConfig) -> T.Compose:
     """The augmentation for a source kind, or the evaluation letterbox when augment is off."""
     if not cfg.augment:
         return T.evaluation(cfg.image_size)
-    if kind == "classification":
+    if kind == "classification" and cfg.classification_augment == "classifier":
         return T.classification_train(cfg.image_size, hsv_on_device=cfg.hsv_on_device)
     return T.detection_train(cfg.image_size, jitter=cfg.jitter, hsv_on_device=cfg.hsv_on_device)
 

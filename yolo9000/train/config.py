@@ -155,6 +155,8 @@ def resolve_paths(cfg: Config) -> Config:
 def config_from_dict(data: dict) -> Config:
     """A Config from plain data (YAML, or what a checkpoint saved), checked."""
     cfg = build(Config, data, "")
+    if "classification_augment" not in (data.get("data") or {}) and cfg.task == "detect":
+        cfg.data.classification_augment = "detection"  # darknet's joint training: one loader for every image
     check(cfg)
     return cfg
 
