@@ -140,6 +140,15 @@ def test_tree_classification_loss_is_minus_the_log_probability_of_every_group_on
     assert stats["top1"] == 0.0 and stats["top5"] == 1.0  # P(node 1) = .73 > P(node 3) = .05
 
 
+def test_tree_top1_ranks_leaves_not_their_ancestors():
+    tree = TreeArrays.from_parent([-1, -1, 0, 0])
+    logits = torch.tensor([[2.0, 0.0, 2.0, 0.5]])  # P(node 0) = .88 > P(node 2) = .72 > P(node 3), P(node 1)
+    targets = BatchTargets(torch.zeros(1, 0, 4), torch.zeros(1, 0, dtype=torch.long), torch.tensor([True]),
+                           torch.tensor([2]))
+    _, stats = classification_terms(logits, targets, tree, with_stats=True)
+    assert stats["top1"] == 1.0
+
+
 def spec() -> ModelSpec:
     return ModelSpec("detect", "tiny-yolov2", CLASSES, anchors=ANCHORS, width=0.125, input_size=64)
 

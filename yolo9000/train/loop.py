@@ -106,6 +106,8 @@ class RaySession:
         import ray.train.torch
 
         logging.getLogger("ray.train").setLevel(logging.WARNING)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(without_report_echo)
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
@@ -126,6 +128,12 @@ class RaySession:
 
         checkpoint = ray.train.Checkpoint.from_directory(folder) if folder is not None else None
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def without_report_echo(record: logging.LogRecord) -> bool:
+    """Drops Ray Train's INFO echo of every report (all metrics, one long line per rank): it comes from a
+    logger named by its file path, which `ray.train.LoggingConfig` does not reach; the driver prints progress."""
+    return not record.getMessage().startswith("Reporting training result")
 
 
 class LocalSession:
@@ -272,7 +280,8 @@ def task_loss(cfg: Config, model: nn.Module, criterion: nn.Module, images: Tenso
 
 def classification_terms(logits: Tensor, targets: BatchTargets, tree: TreeArrays | None,
                          with_stats: bool) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """−log P(label) summed over the images: flat softmax, or every group on the label's tree path."""
+    """−log P(label) summed over the images: flat softmax, or every group on the label's tree path; top-1 / top-5
+    over the classes, over the leaves for a tree (an ancestor's absolute probability is never below its leaf's)."""
     label = targets.image_label
     if tree is None:
         log_probs = logits.log_softmax(-1)
@@ -281,6 +290,7 @@ def classification_terms(logits: Tensor, targets: BatchTargets, tree: TreeArrays
         tree = tree.to(logits.device)
         loss = -node_log_prob(logits, label, tree).sum()
         log_probs = absolute_log_probs(group_log_softmax(logits.detach(), tree), tree)
+        log_probs = log_probs.masked_fill(tree.child_group >= 0, -math.inf)  # darknet ranks leaves only
     stats = {}
     if with_stats:
         top5 = log_probs.detach().topk(min(5, log_probs.shape[-1]), dim=-1).indices
