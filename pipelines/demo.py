@@ -6,7 +6,7 @@ Each step below is a command a user could type (it is printed before it runs):
   3. prepare_coco/imagenet WebDataset shards + manifests
   4. yolo9000 anchors      dimension clusters at the demo's input size
   5. ray start --head      a local cluster on 127.0.0.1 (stopped at the end, also on failure or Ctrl-C)
-  6. ray job submit        classifier -> detection warm-up -> joint training, and the detection-only ablation
+  6. ray job submit        detection warm-up -> joint training, and the detection-only ablation
   7. yolo9000 evaluate     both detectors on the validation scenes, classes split boxed / unboxed / unrelated
   8. yolo9000 detect       annotated validation images
   9. runs/demo/            report.md, metrics.json, loss curves, per-class AP chart
@@ -37,10 +37,10 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"),
        "RAY_DEDUP_LOGS": "1", "PYTHONUNBUFFERED": "1"}
-STAGES = ("classifier", "warmup", "joint", "detonly")
-CONFIGS = {"classifier": "demo_shapes_classifier.yaml", "warmup": "demo_shapes_warmup.yaml",
+STAGES = ("warmup", "joint", "detonly")
+CONFIGS = {"warmup": "demo_shapes_warmup.yaml",
            "joint": "demo_shapes.yaml", "detonly": "demo_shapes_detonly.yaml"}
-STARTS_FROM = {"classifier": None, "warmup": "classifier", "joint": "warmup", "detonly": "warmup"}
+STARTS_FROM = {"warmup": None, "joint": "warmup", "detonly": "warmup"}
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Settings:
     @classmethod
     def tiny(cls) -> "Settings":
         return cls(train_detection=48, train_classification=48, val=16, tune=8,
-                   steps={"classifier": 4, "warmup": 4, "joint": 4, "detonly": 4})
+                   steps={"warmup": 4, "joint": 4, "detonly": 4})
 
 
 class Demo:
@@ -202,7 +202,7 @@ class Demo:
     def sources(self, stage: str) -> list[dict]:
         det = {"name": "shapes", "urls": str(self.data / "shards" / "det"), "weight": 1, "kind": "detection"}
         cls = {"name": "shapes-cls", "urls": str(self.data / "shards" / "cls"), "weight": 1, "kind": "classification"}
-        return {"classifier": [cls], "warmup": [det], "joint": [det, cls], "detonly": [det]}[stage]
+        return {"warmup": [det], "joint": [det, cls], "detonly": [det]}[stage]
 
     def stamp(self) -> str:
         return (self.data / "shards" / "det" / ".rendered-from").read_text()
@@ -291,7 +291,7 @@ def write_report(demo: Demo, metrics: dict, joint: dict, ablation: dict) -> None
     lines = ["# make demo: fine classes that never had a box", "",
              "Joint: coarse boxes + fine-label classification images, mixed 1:1 per sample. Ablation: the same",
              "without the classification source, the same number of detection images. Both start from the same",
-             "tree classifier and detection warm-up. AP50 by pycocotools on the validation scenes.", "",
+             "detection warm-up. AP50 by pycocotools on the validation scenes.", "",
              "| metric | joint | ablation |", "| --- | --- | --- |"]
     for key, label in (("boxed_classes", "AP50, coarse classes that had boxes"),
                        ("unboxed_classes", "AP50, fine classes without boxes (parent boxed)"),

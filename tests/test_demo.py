@@ -23,7 +23,7 @@ def test_the_miniature_demo_runs_every_stage_and_writes_the_report(tmp_path):
         assert key in metrics, key
     for key in KEYS[:6]:
         assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 1.0, key
-    for stage in ("classifier", "warmup", "joint", "detonly"):
+    for stage in ("warmup", "joint", "detonly"):
         run = metrics["runs"][stage]
         assert run["images_seen"] == 4 * 16 and (Path(run["folder"]) / "loss.png").exists(), stage
     assert (out / "report.md").read_text().startswith("# make demo")
