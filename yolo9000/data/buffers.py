@@ -38,8 +38,9 @@ def worker_buffers(returns: list | None) -> WorkerBuffers | None:
 
 
 def new_shared_bytes(numel: int) -> torch.Tensor:
-    """A flat uint8 tensor of `numel` elements in fresh shared memory."""
-    return torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(numel))
+    """A flat uint8 tensor of `numel` elements in fresh shared memory (public API: `Tensor.share_memory_`, which
+    moves a fresh allocation's untouched pages into shared memory; torch has no public shared allocator)."""
+    return torch.empty(numel, dtype=torch.uint8).share_memory_()
 
 
 class WorkerBuffers:
