@@ -2,9 +2,18 @@
 
     python bench/data_pipeline.py                  # builds ~300 416-ish JPEG samples in a temp dir
     python bench/data_pipeline.py --shards DIR     # uses existing shards (extracted to files for baseline b)
+    python bench/data_pipeline.py --device cuda    # also the warp, decode_on: device and a YOLOv2-416 step on CUDA
 
-For loader worker counts 0, 1, 2 it measures samples/s of
+First, in this process and one thread, the CPU time per sample of what one loader worker does:
+JPEG decode alone (TorchCodec, and torchvision's decode_jpeg that it replaced), the worker path
+(`augment_on: worker`) and the device path (`augment_on: device`: decode, draw the geometry,
+pad onto the canvas), and the device warp's cost per batch (`warp.device_batch` at 416, against
+the worker path's own device step, float conversion and HSV) on the CPU and on `--device`.
+
+Then, for loader worker counts 0, 1, 2, samples/s of
   pipeline : yolo9000.data.loader.Loader (stream -> mix -> decode -> darknet augmentation -> collate)
+  device   : the same Loader with augment_on: device (workers decode, draw, pad; the warp's cost per batch
+             in the training process is the line above the table)
   (a)      : decoding the same JPEGs alone (in memory, same worker count; nothing else)
   +ship    : (a) plus each batch of decoded images sent to the main process on one padded canvas,
              not resized (the least any loader that decodes in its workers does; ship/(a) bounds
@@ -42,11 +51,14 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from torchvision.io import ImageReadMode, decode_jpeg
+
 from yolo9000.data.buffers import LentBuffers, WorkerBuffers, return_queues, worker_buffers
 from yolo9000.data.collate import collate
 from yolo9000.data.decode import decode_image, decode_sample, decode_target
 from yolo9000.data.labelmap import LabelMap
-from yolo9000.data.loader import Loader, LoaderConfig, sample_generator, transforms_for
+from yolo9000.data.loader import Loader, LoaderConfig, PipelineDataset, sample_generator, transforms_for
+from yolo9000.data.warp import device_batch
 from yolo9000.data.schema import SampleRecord
 from yolo9000.data.shardwriter.write import write_tar
 from yolo9000.data.stream import Slot, SourceStream
@@ -197,6 +209,14 @@ class FileDataset(Dataset):
         return self.transform(image, target, sample_generator(self.cfg.seed, 0, 0, i, path.stem))
 
 
+def warped(batches, device: str | torch.device):
+    """Each batch after its device step at 416 (warped, for the device path) has finished on `device`."""
+    for batch in batches:
+        images, _ = device_batch(batch, 416, device)
+        images.sum().item()  # waits for the device
+        yield batch
+
+
 def rate(batches, count_of) -> float:
     """Samples/s over an iterator of batches, timed from the first batch on."""
     iterator = iter(batches)
@@ -234,14 +254,96 @@ def measure(workers: int, samples: list[dict], shards: Path, paths: list[Path], 
         return rate(DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=workers,
                                collate_fn=partial(collate, max_boxes=cfg.max_boxes)), lambda b: len(b["keys"]))
 
-    def pipeline(reuse_buffers: bool = True) -> float:
-        batches = iter(Loader(replace(cfg, reuse_buffers=reuse_buffers), labelmap))
+    def pipeline(reuse_buffers: bool = True, augment_on: str = "worker") -> float:
+        batches = iter(Loader(replace(cfg, reuse_buffers=reuse_buffers, augment_on=augment_on), labelmap))
         return rate((next(batches) for _ in range(total_batches)), lambda b: len(b["keys"]))
 
     runs = [("decode", decode), ("ship", partial(delivered, "ship")), ("floor", partial(delivered, "resize")),
-            ("stream", stream), ("files", files), ("pipeline", pipeline), ("fresh", partial(pipeline, False))]
+            ("stream", stream), ("files", files), ("pipeline", pipeline), ("fresh", partial(pipeline, False)),
+            ("device", partial(pipeline, augment_on="device"))]
     shift = round_index % len(runs)
     return {name: run() for name, run in runs[shift:] + runs[:shift]}
+
+
+def cpu_per_sample(samples: list[dict], shards: Path, args) -> dict:
+    """CPU ms per sample, in this process, of decoding alone and of each path's loader-worker work."""
+    jpegs = [s["jpg"] for s in samples]
+    labelmap = LabelMap.from_classes(WNIDS)
+    cfg = LoaderConfig(sources=[{"name": "bench", "urls": str(shards)}], batch_size=args.batch_size, image_size=416,
+                       num_workers=0, shuffle_buffer=100, seed=0)
+    total = args.passes * len(samples) // args.batch_size * args.batch_size
+
+    def decode(decoder) -> None:
+        for _ in range(args.passes):
+            for data in jpegs:
+                decoder(data)
+
+    def worker(augment_on: str) -> None:
+        batches = PipelineDataset(replace(cfg, augment_on=augment_on), labelmap).batches()
+        for _ in range(total // args.batch_size):
+            next(batches)
+
+    runs = {"decode": (partial(decode, decode_image), args.passes * len(jpegs)),
+            "torchvision": (partial(decode, lambda d: decode_jpeg(torch.frombuffer(bytearray(d), dtype=torch.uint8),
+                                                                  mode=ImageReadMode.RGB)), args.passes * len(jpegs)),
+            "worker": (partial(worker, "worker"), total), "device": (partial(worker, "device"), total)}
+    out: dict = {name: [] for name in runs}
+    for round_index in range(args.rounds):
+        names = list(runs)[round_index % len(runs):] + list(runs)[: round_index % len(runs)]
+        for name in names:
+            run, count = runs[name]
+            start = time.process_time()
+            run()
+            out[name].append((time.process_time() - start) / count * 1e3)
+    return {name: statistics.median(values) for name, values in out.items()}
+
+
+def warp_cost(samples: list[dict], shards: Path, args, device: str) -> dict:
+    """ms per batch of the training process's device step at 416: the worker path's (float, HSV) and the warp's."""
+    labelmap = LabelMap.from_classes(WNIDS)
+    cfg = LoaderConfig(sources=[{"name": "bench", "urls": str(shards)}], batch_size=args.batch_size, image_size=416,
+                       num_workers=0, shuffle_buffer=100, seed=0)
+    out = {}
+    for name, augment_on in (("worker step", "worker"), ("warp", "device")):
+        batch = next(PipelineDataset(replace(cfg, augment_on=augment_on), labelmap).batches())
+        timings = []
+        for _ in range(max(5, args.rounds * 3)):
+            start = time.perf_counter()
+            next(warped([batch], device))
+            timings.append(time.perf_counter() - start)
+        out[name] = statistics.median(timings[1:]) * 1e3
+    return out
+
+
+def cuda_feed(shards: Path, args) -> None:
+    """--device cuda: samples/s of the loader with decode_on: device (bytes → nvJPEG → warp) against the
+    consumption of a YOLOv2-416 bf16 training step (fwd + bwd + SGD step on a stand-in loss), same batch size."""
+    from yolo9000.model import build_detector
+
+    device = torch.device(args.device)
+    labelmap = LabelMap.from_classes(WNIDS)
+    for workers in args.workers:
+        cfg = LoaderConfig(sources=[{"name": "bench", "urls": str(shards)}], batch_size=args.batch_size,
+                           image_size=416, num_workers=workers, shuffle_buffer=100, seed=0, persistent_workers=False,
+                           augment_on="device", decode_on="device", pin_memory=True)
+        batches = iter(Loader(cfg, labelmap))
+        fed = warped(batches, device)
+        total = args.passes * args.samples // args.batch_size
+        print(f"decode_on: device, {workers} loader workers: {rate((next(fed) for _ in range(total)), lambda b: len(b['keys'])):.0f} samples/s")
+    model = build_detector("yolov2", 80, 5).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+    x = torch.rand(args.batch_size, 3, 416, 416, device=device).contiguous(memory_format=torch.channels_last)
+    timings = []
+    for _ in range(20):
+        start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(x).float().square().mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        timings.append(time.perf_counter() - start)
+    print(f"YOLOv2-416 bf16 step consumes {args.batch_size / statistics.median(timings[5:]):.0f} samples/s")
 
 
 def main() -> None:
@@ -252,6 +354,7 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=2, help="passes over the samples per measurement")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats; the median is shown")
+    parser.add_argument("--device", default="cpu", help="where the warp runs besides the CPU (cuda: also decode_on: device)")
     args = parser.parse_args()
     # DataLoader workers run with one intra-op thread; the main process (workers=0) is set to match,
     # since oversubscribed OpenMP threads on a shared 2-core machine run several times slower.
@@ -268,10 +371,21 @@ def main() -> None:
         mean_kb = sum(len(s["jpg"]) for s in samples) / len(samples) / 1e3
         print(f"{len(samples)} samples, mean JPEG {mean_kb:.0f} kB, batch {args.batch_size}, 416x416 output, "
               f"torch threads {torch.get_num_threads()}")
+        cpu = cpu_per_sample(samples, shards, args)
+        print(f"CPU ms per sample in one loader worker: decode {cpu['decode']:.2f} (torchvision's decode_jpeg "
+              f"{cpu['torchvision']:.2f}), worker path {cpu['worker']:.2f}, device path {cpu['device']:.2f}; "
+              f"worker/decode {cpu['worker'] / cpu['decode']:.2f}, device/decode {cpu['device'] / cpu['decode']:.2f}, "
+              f"TorchCodec/torchvision {cpu['decode'] / cpu['torchvision']:.2f}")
+        for device in dict.fromkeys(["cpu", args.device]):
+            cost = warp_cost(samples, shards, args, device)
+            print(f"training-process step per batch of {args.batch_size} at 416 on {device}: worker path "
+                  f"{cost['worker step']:.1f} ms, device warp {cost['warp']:.1f} ms")
+        if args.device.startswith("cuda"):
+            cuda_feed(shards, args)
         columns = [("(a) decode/s", "decode"), ("+ship/s", "ship"), ("+resize+batch/s", "floor"),
                    ("shards+decode/s", "stream"), ("(b) files/s", "files"), ("pipeline/s", "pipeline"),
-                   ("fresh shm/s", "fresh")]
-        ratios = [("pipe/(a)", "pipeline", "decode"), ("ship/(a)", "ship", "decode"),
+                   ("fresh shm/s", "fresh"), ("device/s", "device")]
+        ratios = [("pipe/(a)", "pipeline", "decode"), ("dev/(a)", "device", "decode"), ("ship/(a)", "ship", "decode"),
                   ("floor/(a)", "floor", "decode"), ("pipe/(b)", "pipeline", "files"),
                   ("pipe/fresh", "pipeline", "fresh")]
         print("workers " + " ".join(f"{title:>{len(title) + 1}}" for title, *_ in columns + ratios))
