@@ -4,10 +4,11 @@
     python bench/data_pipeline.py --shards DIR     # uses existing shards (extracted to files for baseline b)
     python bench/data_pipeline.py --device cuda    # also the warp, decode_on: device and a YOLOv2-416 step on CUDA
 
-First, in this process and one thread, the CPU time per sample of what one loader worker does:
-JPEG decode alone (TorchCodec, and torchvision's decode_jpeg that it replaced), the worker path
-(`augment_on: worker`) and the device path (`augment_on: device`: decode, draw the geometry,
-pad onto the canvas), and the device warp's cost per batch (`warp.device_batch` at 416, against
+First, the CPU time per sample inside one loader worker process (its process_time from its first
+batch to its last, one pass over the shards per pass): JPEG decode alone (TorchCodec, and
+torchvision's decode_jpeg that it replaced), the worker path (`augment_on: worker`) and the device
+path (`augment_on: device`: read, decode, draw the geometry, pad onto a reused canvas, send), and,
+in this process, the training step's cost per batch (`warp.device_batch` at 416, against
 the worker path's own device step, float conversion and HSV) on the CPU and on `--device`.
 
 Then, for loader worker counts 0, 1, 2, samples/s of
@@ -134,9 +135,9 @@ class DecodeOnly(IterableDataset):
     """
 
     def __init__(self, jpegs: list[bytes], passes: int, batch_size: int, deliver: str | None = None,
-                 returns: list | None = None):
+                 returns: list | None = None, decoder=decode_image):
         self.jpegs, self.passes, self.batch_size, self.deliver = jpegs, passes, batch_size, deliver
-        self.returns = returns
+        self.returns, self.decoder = returns, decoder
 
     def batch(self, images: list[torch.Tensor], buffers: WorkerBuffers | None):
         """What one batch of decoded images becomes: a count, or a canvas (resized or padded) with its buffer id."""
@@ -159,7 +160,7 @@ class DecodeOnly(IterableDataset):
         images = []
         for _ in range(self.passes):
             for data in mine:
-                images.append(decode_image(data))
+                images.append(self.decoder(data))
                 if len(images) == self.batch_size:
                     yield self.batch(images, buffers)
                     images = []
@@ -265,37 +266,66 @@ def measure(workers: int, samples: list[dict], shards: Path, paths: list[Path], 
     return {name: run() for name, run in runs[shift:] + runs[:shift]}
 
 
+class WithWorkerCPU(IterableDataset):
+    """The first `limit` items of `dataset`, each with the CPU seconds its loader worker process has used so far."""
+
+    def __init__(self, dataset: IterableDataset, limit: int):
+        self.dataset, self.limit = dataset, limit
+
+    def __iter__(self):
+        for item in itertools.islice(self.dataset, self.limit):
+            yield {"item": item, "cpu": time.process_time()}
+
+
+def worker_cpu_ms(dataset: IterableDataset, count_of, limit: int, lent: LentBuffers | None = None) -> float:
+    """CPU ms per sample of one loader worker running `dataset`, from its first item to its last (start-up
+    excluded); batches are dropped at once, their buffers handed back for reuse as the Loader does."""
+    first, samples, last = None, 0, None
+    for delivered in DataLoader(WithWorkerCPU(dataset, limit), batch_size=None, num_workers=1):
+        item = delivered["item"]
+        if lent is not None and "stats" in item and "buffer" in item["stats"]:
+            lent.hand_back(item["stats"]["buffer"], item["jpegs"]["data"] if "jpegs" in item else item.get("images"))
+        if first is None:
+            first = delivered["cpu"]
+            continue
+        samples, last = samples + count_of(item), delivered["cpu"]
+    return (last - first) / samples * 1e3
+
+
 def cpu_per_sample(samples: list[dict], shards: Path, args) -> dict:
-    """CPU ms per sample, in this process, of decoding alone and of each path's loader-worker work."""
+    """CPU ms per sample inside one loader worker: decoding alone (TorchCodec; torchvision's decode_jpeg), and
+    each path's whole work (stream, decode, augmentation, collate into a reused shared buffer, sending)."""
     jpegs = [s["jpg"] for s in samples]
     labelmap = LabelMap.from_classes(WNIDS)
     cfg = LoaderConfig(sources=[{"name": "bench", "urls": str(shards)}], batch_size=args.batch_size, image_size=416,
-                       num_workers=0, shuffle_buffer=100, seed=0)
-    total = args.passes * len(samples) // args.batch_size * args.batch_size
+                       num_workers=1, shuffle_buffer=100, seed=0)
+    batches = args.passes * len(samples) // args.batch_size
 
-    def decode(decoder) -> None:
-        for _ in range(args.passes):
-            for data in jpegs:
-                decoder(data)
+    def decode(decoder) -> float:
+        return worker_cpu_ms(DecodeOnly(jpegs, args.passes, args.batch_size, decoder=decoder), lambda n: n, batches)
 
-    def worker(augment_on: str) -> None:
-        batches = PipelineDataset(replace(cfg, augment_on=augment_on), labelmap).batches()
-        for _ in range(total // args.batch_size):
-            next(batches)
+    def path(augment_on: str) -> float:
+        returns = return_queues(1)
+        dataset = PipelineDataset(replace(cfg, augment_on=augment_on), labelmap, buffer_returns=returns)
+        return worker_cpu_ms(dataset, lambda b: len(b["keys"]), batches, LentBuffers(returns))
 
-    runs = {"decode": (partial(decode, decode_image), args.passes * len(jpegs)),
-            "torchvision": (partial(decode, lambda d: decode_jpeg(torch.frombuffer(bytearray(d), dtype=torch.uint8),
-                                                                  mode=ImageReadMode.RGB)), args.passes * len(jpegs)),
-            "worker": (partial(worker, "worker"), total), "device": (partial(worker, "device"), total)}
+    def stream() -> float:
+        dataset = StreamDecode(shards, labelmap, batches * args.batch_size, args.batch_size)
+        return worker_cpu_ms(dataset, lambda n: n, batches)
+
+    runs = {"decode": partial(decode, decode_image), "torchvision": partial(decode, torchvision_decode),
+            "stream": stream, "worker": partial(path, "worker"), "device": partial(path, "device")}
     out: dict = {name: [] for name in runs}
     for round_index in range(args.rounds):
         names = list(runs)[round_index % len(runs):] + list(runs)[: round_index % len(runs)]
         for name in names:
-            run, count = runs[name]
-            start = time.process_time()
-            run()
-            out[name].append((time.process_time() - start) / count * 1e3)
+            out[name].append(runs[name]())
     return {name: statistics.median(values) for name, values in out.items()}
+
+
+def torchvision_decode(data: bytes) -> torch.Tensor:
+    """The decoder decode.py used before TorchCodec: torchvision's decode_jpeg (libjpeg-turbo)."""
+    return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
 
 
 def warp_cost(samples: list[dict], shards: Path, args, device: str) -> dict:
@@ -373,9 +403,10 @@ def main() -> None:
               f"torch threads {torch.get_num_threads()}")
         cpu = cpu_per_sample(samples, shards, args)
         print(f"CPU ms per sample in one loader worker: decode {cpu['decode']:.2f} (torchvision's decode_jpeg "
-              f"{cpu['torchvision']:.2f}), worker path {cpu['worker']:.2f}, device path {cpu['device']:.2f}; "
-              f"worker/decode {cpu['worker'] / cpu['decode']:.2f}, device/decode {cpu['device'] / cpu['decode']:.2f}, "
-              f"TorchCodec/torchvision {cpu['decode'] / cpu['torchvision']:.2f}")
+              f"{cpu['torchvision']:.2f}), shards+decode {cpu['stream']:.2f}, worker path {cpu['worker']:.2f}, "
+              f"device path {cpu['device']:.2f}; TorchCodec/torchvision {cpu['decode'] / cpu['torchvision']:.2f}, "
+              f"shards+decode/decode {cpu['stream'] / cpu['decode']:.2f}, worker/decode {cpu['worker'] / cpu['decode']:.2f}, "
+              f"device/decode {cpu['device'] / cpu['decode']:.2f}")
         for device in dict.fromkeys(["cpu", args.device]):
             cost = warp_cost(samples, shards, args, device)
             print(f"training-process step per batch of {args.batch_size} at 416 on {device}: worker path "
