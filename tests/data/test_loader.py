@@ -272,5 +272,9 @@ def test_jpegs_decoded_on_the_device_give_the_batches_of_images_decoded_in_the_w
 
 
 def test_decoding_on_the_device_needs_the_device_warp():
-    with pytest.raises(ValueError, match="decode_on='device' needs augment_on='device'"):
+    with pytest.raises(ValueError, match="decode_on='device' needs augment_on='device' and hsv_on_device"):
         LoaderConfig(sources=[{"name": "x", "urls": "x"}], decode_on="device")
+    with pytest.raises(ValueError, match="decode_on='device' needs"):
+        LoaderConfig(sources=[{"name": "x", "urls": "x"}], decode_on="device", augment_on="device", hsv_on_device=False)
+    with pytest.raises(ValueError, match="augment_on='gpu' is not one of"):
+        LoaderConfig(sources=[{"name": "x", "urls": "x"}], augment_on="gpu")

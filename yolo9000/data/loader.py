@@ -105,8 +105,9 @@ class LoaderConfig:
         for name in ("augment_on", "decode_on"):
             if getattr(self, name) not in PLACES:
                 raise ValueError(f"LoaderConfig.{name}={getattr(self, name)!r} is not one of {PLACES}")
-        if self.decode_on == "device" and self.augment_on != "device":
-            raise ValueError("LoaderConfig.decode_on='device' needs augment_on='device' (the warp takes the decoded images)")
+        if self.decode_on == "device" and (self.augment_on != "device" or not self.hsv_on_device):
+            raise ValueError("LoaderConfig.decode_on='device' needs augment_on='device' and hsv_on_device (the workers "
+                             "then see no pixels)")
 
 
 def transforms_for(kind: str, cfg: LoaderConfig) -> T.Compose:
