@@ -115,12 +115,8 @@ def transforms_for(kind: str, cfg: LoaderConfig) -> T.Compose:
     deferred to the device warp with `augment_on: device`."""
     defer = cfg.augment_on == "device"
     if not cfg.augment:
-        return T.evaluation(cfg.image_size)
-    if kind == "classification" and cfg.classification_augment == "classifier":
-        return T.classification_train(cfg.image_size, hsv_on_device=cfg.hsv_on_device)
-    return T.detection_train(cfg.image_size, jitter=cfg.jitter, hsv_on_device=cfg.hsv_on_device)
         return T.evaluation(cfg.image_size, defer=defer)
-    if kind == "classification":
+    if kind == "classification" and cfg.classification_augment == "classifier":
         return T.classification_train(cfg.image_size, hsv_on_device=cfg.hsv_on_device, defer=defer)
     return T.detection_train(cfg.image_size, jitter=cfg.jitter, hsv_on_device=cfg.hsv_on_device, defer=defer)
 
