@@ -18,7 +18,7 @@ def test_the_loop_runs_without_ray_and_evaluates_the_validation_source_on_schedu
 
 
 def test_the_loop_trains_on_device_warped_batches_at_the_multi_scale_sizes(shards, tmp_path):
-    cfg = config_from_dict(tiny_config(shards, tmp_path, data={"augment_on": "device", "canvas_max_side": 128},
+    cfg = config_from_dict(tiny_config(shards, tmp_path, data={"augment_on": "device", "canvas_max_side": 256},
                                        train={"steps": 4, "multi_scale_every": 1, "precise_bn_batches": 1},
                                        run={"workers": 1, "report_every": 1}))
     session = LocalSession(tmp_path / "checkpoints")
