@@ -184,8 +184,10 @@ def pad_onto_canvas(images: list[torch.Tensor], out: torch.Tensor | None = None)
     zero (so a batch is the same bytes whichever buffer it lands in); Hc, Wc the largest height and width."""
     shape = (len(images), max(i.shape[1] for i in images), max(i.shape[2] for i in images), 3)
     canvas = (out if out is not None else new_bytes(shape[0] * shape[1] * shape[2] * 3)).view(shape)
-    for slot, image in zip(canvas.numpy(), images):  # one copy per image, the padding zeroed around it (numpy:
-        height, width = image.shape[1:]  # a tenth of torch's per-call cost on these small slices)
+    # One copy per image and the padding around it zeroed, through numpy: a tenth of torch's per-call cost on
+    # these slices.
+    for slot, image in zip(canvas.numpy(), images):
+        height, width = image.shape[1:]
         slot[:height, :width] = image.permute(1, 2, 0).numpy()
         slot[height:] = 0
         slot[:height, width:] = 0

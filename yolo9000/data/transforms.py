@@ -8,8 +8,9 @@ from the `torch.Generator` passed in, seeded per sample by the loader.
 Deferred geometry (`augment_on: device`): a geometric step built with `defer=True` draws exactly
 what it draws otherwise, in the same order, but leaves image and boxes alone and composes its
 mapping into the target as numbers (`defer_step`): `affine` (3, 3) from the current stage's
-output pixels to source pixels, `stage_size`, `clamp_box` / `fill` (what lies outside), and
-`min_size` from ClipAndDropSmall. `data/warp.py` then applies a whole batch of them at once.
+output pixels to source pixels, `stage_size`, `clamp_box` / `fill` (what lies outside), `box_clip`
+(a crop's rectangle, which torchvision's crop clips boxes to) and `min_size` from ClipAndDropSmall.
+`data/warp.py` then applies a whole batch of them at once.
 """
 
 from __future__ import annotations
