@@ -345,7 +345,7 @@ def warp_cost(samples: list[dict], shards: Path, args, device: str) -> dict:
     return out
 
 
-def cuda_feed(shards: Path, args) -> None:
+def cuda_feed(shards: Path, count: int, args) -> None:
     """--device cuda: samples/s of the loader with decode_on: device (bytes → nvJPEG → warp) against the
     consumption of a YOLOv2-416 bf16 training step (fwd + bwd + SGD step on a stand-in loss), same batch size."""
     from yolo9000.model import build_detector
@@ -357,7 +357,7 @@ def cuda_feed(shards: Path, args) -> None:
                            image_size=416, num_workers=workers, shuffle_buffer=100, seed=0, persistent_workers=False,
                            augment_on="device", decode_on="device", pin_memory=device.type == "cuda")
         fed = warped(iter(Loader(cfg, labelmap)), device)
-        total = args.passes * args.samples // args.batch_size
+        total = args.passes * count // args.batch_size
         fed_rate = rate((next(fed) for _ in range(total)), lambda b: len(b["keys"]))
         print(f"decode_on: device, {workers} loader workers, warp on {device}: {fed_rate:.0f} samples/s")
     model = build_detector("yolov2", 80, 5).to(device, memory_format=torch.channels_last)
@@ -412,7 +412,7 @@ def main() -> None:
             print(f"training-process step per batch of {args.batch_size} at 416 on {device}: worker path "
                   f"{cost['worker step']:.1f} ms, device warp {cost['warp']:.1f} ms")
         if args.device.startswith("cuda"):
-            cuda_feed(shards, args)
+            cuda_feed(shards, len(samples), args)
         columns = [("(a) decode/s", "decode"), ("+ship/s", "ship"), ("+resize+batch/s", "floor"),
                    ("shards+decode/s", "stream"), ("(b) files/s", "files"), ("pipeline/s", "pipeline"),
                    ("fresh shm/s", "fresh"), ("device/s", "device")]
