@@ -2,9 +2,19 @@
 
     python bench/data_pipeline.py                  # builds ~300 416-ish JPEG samples in a temp dir
     python bench/data_pipeline.py --shards DIR     # uses existing shards (extracted to files for baseline b)
+    python bench/data_pipeline.py --device cuda    # also the warp, decode_on: device and a YOLOv2-416 step on CUDA
 
-For loader worker counts 0, 1, 2 it measures samples/s of
+First, the CPU time per sample inside one loader worker process (its process_time from its first
+batch to its last, one pass over the shards per pass): JPEG decode alone (TorchCodec, and
+torchvision's decode_jpeg that it replaced), the worker path (`augment_on: worker`) and the device
+path (`augment_on: device`: read, decode, draw the geometry, pad onto a reused canvas, send), and,
+in this process, the training step's cost per batch (`warp.device_batch` at 416, against
+the worker path's own device step, float conversion and HSV) on the CPU and on `--device`.
+
+Then, for loader worker counts 0, 1, 2, samples/s of
   pipeline : yolo9000.data.loader.Loader (stream -> mix -> decode -> darknet augmentation -> collate)
+  device   : the same Loader with augment_on: device (workers decode, draw, pad; the warp's cost per batch
+             in the training process is the line above the table)
   (a)      : decoding the same JPEGs alone (in memory, same worker count; nothing else)
   +ship    : (a) plus each batch of decoded images sent to the main process on one padded canvas,
              not resized (the least any loader that decodes in its workers does; ship/(a) bounds
@@ -42,11 +52,14 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from torchvision.io import ImageReadMode, decode_jpeg
+
 from yolo9000.data.buffers import LentBuffers, WorkerBuffers, return_queues, worker_buffers
 from yolo9000.data.collate import collate
 from yolo9000.data.decode import decode_image, decode_sample, decode_target
 from yolo9000.data.labelmap import LabelMap
-from yolo9000.data.loader import Loader, LoaderConfig, sample_generator, transforms_for
+from yolo9000.data.loader import Loader, LoaderConfig, PipelineDataset, sample_generator, transforms_for
+from yolo9000.data.warp import device_batch
 from yolo9000.data.schema import SampleRecord
 from yolo9000.data.shardwriter.write import write_tar
 from yolo9000.data.stream import Slot, SourceStream
@@ -122,9 +135,9 @@ class DecodeOnly(IterableDataset):
     """
 
     def __init__(self, jpegs: list[bytes], passes: int, batch_size: int, deliver: str | None = None,
-                 returns: list | None = None):
+                 returns: list | None = None, decoder=decode_image):
         self.jpegs, self.passes, self.batch_size, self.deliver = jpegs, passes, batch_size, deliver
-        self.returns = returns
+        self.returns, self.decoder = returns, decoder
 
     def batch(self, images: list[torch.Tensor], buffers: WorkerBuffers | None):
         """What one batch of decoded images becomes: a count, or a canvas (resized or padded) with its buffer id."""
@@ -147,7 +160,7 @@ class DecodeOnly(IterableDataset):
         images = []
         for _ in range(self.passes):
             for data in mine:
-                images.append(decode_image(data))
+                images.append(self.decoder(data))
                 if len(images) == self.batch_size:
                     yield self.batch(images, buffers)
                     images = []
@@ -197,6 +210,14 @@ class FileDataset(Dataset):
         return self.transform(image, target, sample_generator(self.cfg.seed, 0, 0, i, path.stem))
 
 
+def warped(batches, device: str | torch.device):
+    """Each batch after its device step at 416 (warped, for the device path) has finished on `device`."""
+    for batch in batches:
+        images, _ = device_batch(batch, 416, device)
+        images.sum().item()  # waits for the device
+        yield batch
+
+
 def rate(batches, count_of) -> float:
     """Samples/s over an iterator of batches, timed from the first batch on."""
     iterator = iter(batches)
@@ -234,14 +255,125 @@ def measure(workers: int, samples: list[dict], shards: Path, paths: list[Path], 
         return rate(DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=workers,
                                collate_fn=partial(collate, max_boxes=cfg.max_boxes)), lambda b: len(b["keys"]))
 
-    def pipeline(reuse_buffers: bool = True) -> float:
-        batches = iter(Loader(replace(cfg, reuse_buffers=reuse_buffers), labelmap))
+    def pipeline(reuse_buffers: bool = True, augment_on: str = "worker") -> float:
+        batches = iter(Loader(replace(cfg, reuse_buffers=reuse_buffers, augment_on=augment_on), labelmap))
         return rate((next(batches) for _ in range(total_batches)), lambda b: len(b["keys"]))
 
     runs = [("decode", decode), ("ship", partial(delivered, "ship")), ("floor", partial(delivered, "resize")),
-            ("stream", stream), ("files", files), ("pipeline", pipeline), ("fresh", partial(pipeline, False))]
+            ("stream", stream), ("files", files), ("pipeline", pipeline), ("fresh", partial(pipeline, False)),
+            ("device", partial(pipeline, augment_on="device"))]
     shift = round_index % len(runs)
     return {name: run() for name, run in runs[shift:] + runs[:shift]}
+
+
+class WithWorkerCPU(IterableDataset):
+    """The first `limit` items of `dataset`, each with the CPU seconds its loader worker process has used so far."""
+
+    def __init__(self, dataset: IterableDataset, limit: int):
+        self.dataset, self.limit = dataset, limit
+
+    def __iter__(self):
+        for item in itertools.islice(self.dataset, self.limit):
+            yield {"item": item, "cpu": time.process_time()}
+
+
+def worker_cpu_ms(dataset: IterableDataset, count_of, limit: int, lent: LentBuffers | None = None) -> float:
+    """CPU ms per sample of one loader worker running `dataset`, from its first item to its last (start-up
+    excluded); batches are dropped at once, their buffers handed back for reuse as the Loader does."""
+    first, samples, last = None, 0, None
+    for delivered in DataLoader(WithWorkerCPU(dataset, limit), batch_size=None, num_workers=1):
+        item = delivered["item"]
+        if lent is not None and "stats" in item and "buffer" in item["stats"]:
+            lent.hand_back(item["stats"]["buffer"], item["jpegs"]["data"] if "jpegs" in item else item.get("images"))
+        if first is None:
+            first = delivered["cpu"]
+            continue
+        samples, last = samples + count_of(item), delivered["cpu"]
+    return (last - first) / samples * 1e3
+
+
+def cpu_per_sample(samples: list[dict], shards: Path, args) -> dict:
+    """CPU ms per sample inside one loader worker: decoding alone (TorchCodec; torchvision's decode_jpeg), and
+    each path's whole work (stream, decode, augmentation, collate into a reused shared buffer, sending)."""
+    jpegs = [s["jpg"] for s in samples]
+    labelmap = LabelMap.from_classes(WNIDS)
+    cfg = LoaderConfig(sources=[{"name": "bench", "urls": str(shards)}], batch_size=args.batch_size, image_size=416,
+                       num_workers=1, shuffle_buffer=100, seed=0)
+    batches = args.passes * len(samples) // args.batch_size
+
+    def decode(decoder) -> float:
+        return worker_cpu_ms(DecodeOnly(jpegs, args.passes, args.batch_size, decoder=decoder), lambda n: n, batches)
+
+    def path(augment_on: str) -> float:
+        returns = return_queues(1)
+        dataset = PipelineDataset(replace(cfg, augment_on=augment_on), labelmap, buffer_returns=returns)
+        return worker_cpu_ms(dataset, lambda b: len(b["keys"]), batches, LentBuffers(returns))
+
+    def stream() -> float:
+        dataset = StreamDecode(shards, labelmap, batches * args.batch_size, args.batch_size)
+        return worker_cpu_ms(dataset, lambda n: n, batches)
+
+    runs = {"decode": partial(decode, decode_image), "torchvision": partial(decode, torchvision_decode),
+            "stream": stream, "worker": partial(path, "worker"), "device": partial(path, "device")}
+    out: dict = {name: [] for name in runs}
+    for round_index in range(args.rounds):
+        names = list(runs)[round_index % len(runs):] + list(runs)[: round_index % len(runs)]
+        for name in names:
+            out[name].append(runs[name]())
+    return {name: statistics.median(values) for name, values in out.items()}
+
+
+def torchvision_decode(data: bytes) -> torch.Tensor:
+    """The decoder decode.py used before TorchCodec: torchvision's decode_jpeg (libjpeg-turbo)."""
+    return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+
+
+def warp_cost(samples: list[dict], shards: Path, args, device: str) -> dict:
+    """ms per batch of the training process's device step at 416: the worker path's (float, HSV) and the warp's."""
+    labelmap = LabelMap.from_classes(WNIDS)
+    cfg = LoaderConfig(sources=[{"name": "bench", "urls": str(shards)}], batch_size=args.batch_size, image_size=416,
+                       num_workers=0, shuffle_buffer=100, seed=0)
+    out = {}
+    for name, augment_on in (("worker step", "worker"), ("warp", "device")):
+        batch = next(PipelineDataset(replace(cfg, augment_on=augment_on), labelmap).batches())
+        timings = []
+        for _ in range(max(5, args.rounds * 3)):
+            start = time.perf_counter()
+            next(warped([batch], device))
+            timings.append(time.perf_counter() - start)
+        out[name] = statistics.median(timings[1:]) * 1e3
+    return out
+
+
+def cuda_feed(shards: Path, count: int, args) -> None:
+    """--device cuda: samples/s of the loader with decode_on: device (bytes → nvJPEG → warp) against the
+    consumption of a YOLOv2-416 bf16 training step (fwd + bwd + SGD step on a stand-in loss), same batch size."""
+    from yolo9000.model import build_detector
+
+    device = torch.device(args.device)
+    labelmap = LabelMap.from_classes(WNIDS)
+    for workers in args.workers:
+        cfg = LoaderConfig(sources=[{"name": "bench", "urls": str(shards)}], batch_size=args.batch_size,
+                           image_size=416, num_workers=workers, shuffle_buffer=100, seed=0, persistent_workers=False,
+                           augment_on="device", decode_on="device", pin_memory=device.type == "cuda")
+        fed = warped(iter(Loader(cfg, labelmap)), device)
+        total = args.passes * count // args.batch_size
+        fed_rate = rate((next(fed) for _ in range(total)), lambda b: len(b["keys"]))
+        print(f"decode_on: device, {workers} loader workers, warp on {device}: {fed_rate:.0f} samples/s")
+    model = build_detector("yolov2", 80, 5).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+    x = torch.rand(args.batch_size, 3, 416, 416, device=device).contiguous(memory_format=torch.channels_last)
+    timings = []
+    for _ in range(5 + 3 * args.rounds):
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = model(x).float().square().mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        float(loss.detach())  # waits for the device
+        timings.append(time.perf_counter() - start)
+    print(f"YOLOv2-416 bf16 step on {device} consumes {args.batch_size / statistics.median(timings[5:]):.0f} samples/s")
 
 
 def main() -> None:
@@ -252,6 +384,7 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=2, help="passes over the samples per measurement")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats; the median is shown")
+    parser.add_argument("--device", default="cpu", help="where the warp runs besides the CPU (cuda: also decode_on: device)")
     args = parser.parse_args()
     # DataLoader workers run with one intra-op thread; the main process (workers=0) is set to match,
     # since oversubscribed OpenMP threads on a shared 2-core machine run several times slower.
@@ -268,10 +401,22 @@ def main() -> None:
         mean_kb = sum(len(s["jpg"]) for s in samples) / len(samples) / 1e3
         print(f"{len(samples)} samples, mean JPEG {mean_kb:.0f} kB, batch {args.batch_size}, 416x416 output, "
               f"torch threads {torch.get_num_threads()}")
+        cpu = cpu_per_sample(samples, shards, args)
+        print(f"CPU ms per sample in one loader worker: decode {cpu['decode']:.2f} (torchvision's decode_jpeg "
+              f"{cpu['torchvision']:.2f}), shards+decode {cpu['stream']:.2f}, worker path {cpu['worker']:.2f}, "
+              f"device path {cpu['device']:.2f}; TorchCodec/torchvision {cpu['decode'] / cpu['torchvision']:.2f}, "
+              f"shards+decode/decode {cpu['stream'] / cpu['decode']:.2f}, worker/decode {cpu['worker'] / cpu['decode']:.2f}, "
+              f"device/decode {cpu['device'] / cpu['decode']:.2f}")
+        for device in dict.fromkeys(["cpu", args.device]):
+            cost = warp_cost(samples, shards, args, device)
+            print(f"training-process step per batch of {args.batch_size} at 416 on {device}: worker path "
+                  f"{cost['worker step']:.1f} ms, device warp {cost['warp']:.1f} ms")
+        if args.device.startswith("cuda"):
+            cuda_feed(shards, len(samples), args)
         columns = [("(a) decode/s", "decode"), ("+ship/s", "ship"), ("+resize+batch/s", "floor"),
                    ("shards+decode/s", "stream"), ("(b) files/s", "files"), ("pipeline/s", "pipeline"),
-                   ("fresh shm/s", "fresh")]
-        ratios = [("pipe/(a)", "pipeline", "decode"), ("ship/(a)", "ship", "decode"),
+                   ("fresh shm/s", "fresh"), ("device/s", "device")]
+        ratios = [("pipe/(a)", "pipeline", "decode"), ("dev/(a)", "device", "decode"), ("ship/(a)", "ship", "decode"),
                   ("floor/(a)", "floor", "decode"), ("pipe/(b)", "pipeline", "files"),
                   ("pipe/fresh", "pipeline", "fresh")]
         print("workers " + " ".join(f"{title:>{len(title) + 1}}" for title, *_ in columns + ratios))

@@ -2,6 +2,10 @@
 
 It moves whole (`.to(device)`), so no field is left behind on the CPU while the output is on a GPU.
 Boxes are normalised to the image (x0 y0 x1 y1 in [0, 1]), so a resize of the batch needs nothing here.
+
+One exception, inside the data pipeline only: a batch that carries `warp` (`augment_on: device`, see
+data/collate.py) holds its boxes in source pixels, every box of each sample, until `warp.device_batch`
+maps them; what reaches the loss is always the normalised, `max_boxes`-row form.
 """
 
 from __future__ import annotations

@@ -39,11 +39,12 @@ def test_one_missing_shard_among_good_ones_is_refused_naming_it(tmp_path):
         Loader(config([str(paths[0]), str(tmp_path / "missing.tar")]), LABELMAP)
 
 
-def test_an_unreadable_shard_read_after_the_last_batch_is_still_counted(tmp_path):
+@pytest.mark.parametrize("augment_on", ["worker", "device"])
+def test_an_unreadable_shard_read_after_the_last_batch_is_still_counted(tmp_path, augment_on):
     paths, records = detection_shards(tmp_path / "coco", count=4, per_shard=4)
     urls = [str(paths[0]), str(junk_shard(tmp_path / "coco" / "junk.tar"))]
     seed = next(s for s in itertools.count() if shards_for_slot(urls, Slot(), s, 0, True)[-1] == urls[1])
-    loader = Loader(config(urls, seed=seed), LABELMAP)
+    loader = Loader(config(urls, seed=seed, augment_on=augment_on), LABELMAP)
     with pytest.warns(UserWarning, match="junk.tar could not be read"):
         keys = [key for batch in loader for key in batch["keys"]]
     assert sorted(keys) == sorted(r["__key__"] for r in records)  # two full batches, then the unreadable shard
@@ -58,12 +59,13 @@ def test_a_reader_whose_shards_are_all_unreadable_fails_naming_them(tmp_path):
     assert str(junk) in str(error.value)
 
 
-def test_a_label_not_in_the_tree_met_in_a_worker_is_raised_as_its_message_alone(tmp_path):
+@pytest.mark.parametrize("augment_on", ["worker", "device"])
+def test_a_label_not_in_the_tree_met_in_a_worker_is_raised_as_its_message_alone(tmp_path, augment_on):
     rng = random.Random(0)
     records = [detection_record("coco", i, rng) for i in range(8)]
     records[5]["meta"]["labels"][0] = "n09999999"
     write_shards(tmp_path / "coco", "coco", records, per_shard=4)
-    loader = Loader(config(str(tmp_path / "coco"), num_workers=2, resampled=True), LABELMAP)
+    loader = Loader(config(str(tmp_path / "coco"), num_workers=2, resampled=True, augment_on=augment_on), LABELMAP)
     with pytest.raises(UnknownLabelError) as error:
         list(itertools.islice(loader, 40))
     message = str(error.value)

@@ -38,8 +38,9 @@ def worker_buffers(returns: list | None) -> WorkerBuffers | None:
 
 
 def new_shared_bytes(numel: int) -> torch.Tensor:
-    """A flat uint8 tensor of `numel` elements in fresh shared memory."""
-    return torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(numel))
+    """A flat uint8 tensor of `numel` elements in fresh shared memory (public API: `Tensor.share_memory_`, which
+    moves a fresh allocation's untouched pages into shared memory; torch has no public shared allocator)."""
+    return torch.empty(numel, dtype=torch.uint8).share_memory_()
 
 
 class WorkerBuffers:
@@ -53,14 +54,18 @@ class WorkerBuffers:
         self.returned, self.worker, self.keep = returned, worker, keep  # a multiprocessing queue of ids
         self.free: dict[tuple[int, int], torch.Tensor] = {}
         self.lent: dict[tuple[int, int], torch.Tensor] = {}
+        self.largest = 0  # bytes of the largest buffer asked for so far
 
     def take(self, numel: int) -> tuple[tuple[int, int], torch.Tensor]:
-        """The first `numel` bytes of a free buffer large enough, else of a new one; lent until its id comes back."""
+        """The first `numel` bytes of a free buffer large enough, else of a new one as large as the largest asked
+        for so far (batches of varying size, the device path's canvases, then soon fit every buffer instead of
+        each slightly larger one making fresh memory); lent until its id comes back."""
         self.collect_returned()
+        self.largest = max(self.largest, numel)
         ident = next((i for i, buffer in self.free.items() if buffer.numel() >= numel), None)
         if ident is None:
             ident = (os.getpid(), next(BUFFER_SERIALS))
-            buffer = new_shared_bytes(numel)
+            buffer = new_shared_bytes(self.largest)
         else:
             buffer = self.free.pop(ident)
         self.lent[ident] = buffer

@@ -12,6 +12,12 @@ resume exact in that case too.
 Images of a batch arrive in a loader worker's shared-memory buffer; the worker writes a later
 batch into it only after every tensor of the main process that used it (views included) is gone
 (`buffers.py`), so a batch that is kept stays intact.
+
+`augment_on: worker` (the default and the reference) crops, flips and resizes in the workers;
+`augment_on: device` has them draw the same numbers from the same generators and ship them with the
+decoded images on a padded canvas (collate.py's second batch form), for `warp.device_batch` to
+apply on the device; `decode_on: device` ships the JPEG bytes themselves. The stream, the mix, the
+skipping of corrupt samples and so the resume positions are the same on every path.
 """
 
 from __future__ import annotations
@@ -27,16 +33,17 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from yolo9000.data import transforms as T
 from yolo9000.data.buffers import LentBuffers, WorkerBuffers, return_queues, worker_buffers
-from yolo9000.data.collate import collate
+from yolo9000.data.collate import CanvasError, canvas_bytes, check_canvas, collate, collate_for_warp
 from yolo9000.data.decode import CorruptSampleError, decode_sample
 from yolo9000.data.labelmap import LabelMap, UnknownLabelError
 from yolo9000.data.mix import Mix, MixError
 from yolo9000.data.stream import Slot, SourceStream, StreamError
 
-SET_UP_ERRORS = (UnknownLabelError, StreamError, MixError)  # raised to the user as their message alone
+SET_UP_ERRORS = (UnknownLabelError, StreamError, MixError, CanvasError)  # raised to the user as their message alone
 
 KINDS = ("detection", "classification")
 CLASSIFICATION_AUGMENTS = ("classifier", "detection")
+PLACES = ("worker", "device")
 
 
 @dataclass
@@ -79,6 +86,9 @@ class LoaderConfig:
     # classification images: "classifier" = Darknet-19's recipe (area crop, rotation; classify jobs),
     # "detection" = the detection jitter crop, as darknet's joint training reads every image (detect jobs)
     classification_augment: str = "classifier"
+    augment_on: str = "worker"  # worker: crop / flip / resize in the loader workers; device: as numbers, warped there
+    decode_on: str = "worker"  # device (with augment_on: device, on CUDA): JPEG bytes ship, decoded batched there
+    canvas_max_side: int | None = None  # device path: an image with a longer side is an error naming it
 
     def __post_init__(self) -> None:
         self.sources = [s if isinstance(s, SourceConfig) else SourceConfig(**s) for s in self.sources]
@@ -92,15 +102,23 @@ class LoaderConfig:
                 f"LoaderConfig: batch_size={self.batch_size}, image_size={self.image_size}, "
                 f"max_boxes={self.max_boxes} must be >= 1 and num_workers={self.num_workers} >= 0"
             )
+        for name in ("augment_on", "decode_on"):
+            if getattr(self, name) not in PLACES:
+                raise ValueError(f"LoaderConfig.{name}={getattr(self, name)!r} is not one of {PLACES}")
+        if self.decode_on == "device" and (self.augment_on != "device" or not self.hsv_on_device):
+            raise ValueError("LoaderConfig.decode_on='device' needs augment_on='device' and hsv_on_device (the workers "
+                             "then see no pixels)")
 
 
 def transforms_for(kind: str, cfg: LoaderConfig) -> T.Compose:
-    """The augmentation for a source kind, or the evaluation letterbox when augment is off."""
+    """The augmentation for a source kind, or the evaluation letterbox when augment is off; its geometry
+    deferred to the device warp with `augment_on: device`."""
+    defer = cfg.augment_on == "device"
     if not cfg.augment:
-        return T.evaluation(cfg.image_size)
+        return T.evaluation(cfg.image_size, defer=defer)
     if kind == "classification" and cfg.classification_augment == "classifier":
-        return T.classification_train(cfg.image_size, hsv_on_device=cfg.hsv_on_device)
-    return T.detection_train(cfg.image_size, jitter=cfg.jitter, hsv_on_device=cfg.hsv_on_device)
+        return T.classification_train(cfg.image_size, hsv_on_device=cfg.hsv_on_device, defer=defer)
+    return T.detection_train(cfg.image_size, jitter=cfg.jitter, hsv_on_device=cfg.hsv_on_device, defer=defer)
 
 
 def sample_generator(seed: int, epoch: int, slot_index: int, ordinal: int, key: str) -> torch.Generator:
@@ -185,21 +203,28 @@ class PipelineDataset(IterableDataset):
         return batches_before(self.start_step, slot.worker, slot.num_workers) * self.cfg.batch_size
 
     def decode_or_skip(self, name: str, sample: dict) -> tuple[torch.Tensor, dict] | None:
-        """Decode a raw sample; a corrupt one is warned about (key and shard), counted, and skipped."""
+        """Decode a raw sample; a corrupt one is warned about (key and shard), counted, and skipped; on the device
+        path one larger than the configured canvas stops the loader, naming it."""
         try:
-            return decode_sample(sample, self.labelmap)
+            decoded = decode_sample(sample, self.labelmap, pixels=self.cfg.decode_on == "worker")
         except CorruptSampleError as exn:
             counters = self.streams[name].counters
             counters.corrupt_samples += 1
             counters.note(str(exn))
             warnings.warn(f"skipped corrupt sample: {exn}")
             return None
+        if self.cfg.augment_on == "device":
+            check_canvas(decoded[1]["orig_size"], self.cfg.canvas_max_side,
+                         f"sample {sample.get('__key__')} in {sample.get('__url__')}")
+        return decoded
 
     def batch_of(self, pending: list, slot: Slot, mix: Mix, dropped: dict, position: int,
                  buffers: WorkerBuffers | None) -> dict:
         """Collate (in a worker, into a reused shared buffer), add up dropped-box counts, attach the stats."""
-        ident, out = buffers.take(len(pending) * pending[0][0].numel()) if buffers else (None, None)
-        batch = collate(pending, self.cfg.max_boxes, out)
+        deferred = self.cfg.augment_on == "device"
+        numel = canvas_bytes(pending) if deferred else len(pending) * pending[0][0].numel()
+        ident, out = buffers.take(numel) if buffers else (None, None)
+        batch = (collate_for_warp if deferred else collate)(pending, self.cfg.max_boxes, out)
         for reason, count in batch.pop("dropped").items():
             dropped[reason] += count
         buffer = None if buffers is None else (buffers.worker, ident)
@@ -263,7 +288,7 @@ class Loader:
                 raise batch["error"]
             stats = batch.pop("stats")
             self.per_worker[stats["worker"]] = stats
-            if "images" not in batch:  # a one-epoch stream's last counters, after its last batch
+            if "keys" not in batch:  # a one-epoch stream's last counters, after its last batch
                 continue
-            self.lent.hand_back(stats["buffer"], batch["images"])
+            self.lent.hand_back(stats["buffer"], batch["jpegs"]["data"] if "jpegs" in batch else batch["images"])
             yield batch

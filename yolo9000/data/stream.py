@@ -4,6 +4,15 @@ Everything is read through WebDataset (`gopen` opens local paths, `http://` URLs
 commands; `tarfile_samples` groups tar members into samples). Splitting, shuffling and
 resampling are done here with explicit rank / world size / worker ids and seeded generators,
 so a test can emulate 2 nodes x 2 workers and a run repeats exactly.
+
+Why not webdataset's own `ResampledShards` and `detshuffle`: exact resume needs each reader's sample
+order to be a function of (seed, epoch, reader slot), where the slot of a resumed worker is shifted by
+the resume step (loader.py). `ResampledShards` seeds itself from torch's rank and DataLoader worker id
+(the unshifted ones) unless given `worker_seed`, and folds seed, epoch and worker into 31 bits
+(`make_seed`: seed s with slot k + 1 equals seed s + 961 with slot k); `detshuffle` seeds with seed +
+epoch alone, the same for every reader, so each rank and worker would shuffle alike. Both can be made
+to repeat by passing our own per-slot seeds, but they would then be thin wrappers whose streams differ
+from the ones here, so checkpoints taken before would no longer resume exactly.
 """
 
 from __future__ import annotations

@@ -4,6 +4,13 @@
 per-box `labels`, `crowd`, `difficult`. Every geometric step moves the boxes with the image
 (through `tv_tensors.BoundingBoxes` where torchvision's v2 functions fit). Randomness comes only
 from the `torch.Generator` passed in, seeded per sample by the loader.
+
+Deferred geometry (`augment_on: device`): a geometric step built with `defer=True` draws exactly
+what it draws otherwise, in the same order, but leaves image and boxes alone and composes its
+mapping into the target as numbers (`defer_step`): `affine` (3, 3) from the current stage's
+output pixels to source pixels, `stage_size`, `clamp_box` / `fill` (what lies outside), `box_clip`
+(a crop's rectangle, which torchvision's crop clips boxes to) and `min_size` from ClipAndDropSmall.
+`data/warp.py` then applies a whole batch of them at once.
 """
 
 from __future__ import annotations
@@ -31,6 +38,48 @@ def rand_scale(generator: torch.Generator | None, s: float) -> float:
     """darknet's rand_scale: U(1, s), inverted with probability 1/2 (darknet-notes, random_distort_image)."""
     scale = uniform(generator, min(1.0, s), max(1.0, s))
     return scale if float(torch.rand((), generator=generator)) < 0.5 else 1.0 / scale
+
+
+def stage_size(image: torch.Tensor, target: dict) -> tuple[int, int]:
+    """(height, width) of the image as the steps so far made it: deferred steps change only this number."""
+    return target.get("stage_size") or (int(image.shape[1]), int(image.shape[2]))
+
+
+def defer_step(image: torch.Tensor, target: dict, matrix: np.ndarray, size: tuple[int, int], fill: bool = False,
+               clips_boxes: bool = False) -> dict:
+    """Compose one deferred geometric step: `matrix` (3, 3) maps its output pixels to its input pixels,
+    `size` is its output (height, width). With `fill`, what falls outside its input is grey: that input's
+    extent, in source pixels (axis-aligned: every step before a filling one is a crop or a scale), bounds
+    `clamp_box`; without it, outside pixels take the nearest edge pixel of `clamp_box` (the image).
+    `clips_boxes`: the step clips boxes to its output (torchvision's crop does), recorded as `box_clip`."""
+    affine = target.get("affine", np.eye(3))
+    _, height, width = image.shape
+    clamp_box = target.get("clamp_box", (0.0, 0.0, float(width), float(height)))
+    if fill:
+        clamp_box = intersect(clamp_box, extent_in_source(affine, stage_size(image, target)))
+    composed = affine @ matrix
+    update = {"affine": composed, "stage_size": size, "clamp_box": clamp_box, "fill": target.get("fill", False) or fill}
+    if clips_boxes:
+        update["box_clip"] = intersect(target.get("box_clip", (-math.inf, -math.inf, math.inf, math.inf)),
+                                       extent_in_source(composed, size))
+    return {**target, **update}
+
+
+def extent_in_source(affine: np.ndarray, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Bounds, in source pixels, of a stage of `size` (height, width) whose pixels `affine` maps to the source."""
+    h, w = size
+    corners = affine[:2] @ np.array([[0, w, 0, w], [0, 0, h, h], [1, 1, 1, 1]], dtype=np.float64)
+    return (*corners.min(1).tolist(), *corners.max(1).tolist())
+
+
+def intersect(a: tuple, b: tuple) -> tuple[float, float, float, float]:
+    """The overlap of two x0 y0 x1 y1 rectangles."""
+    return max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+
+
+def scale_matrix(sx: float, sy: float, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
+    """(3, 3) x -> sx x + dx, y -> sy y + dy."""
+    return np.array([[sx, 0.0, dx], [0.0, sy, dy], [0.0, 0.0, 1.0]])
 
 
 def keep_boxes(target: dict, keep: torch.Tensor) -> dict:
@@ -119,15 +168,18 @@ class JitterCropResize:
     darknet-notes, [v2-paper] load_data_detection steps 1-4 and 6 (dx = pleft / ow / sx, scale 1 / sx).
     """
 
-    def __init__(self, size: int, jitter: float = 0.2):
-        self.size, self.jitter = size, jitter
+    def __init__(self, size: int, jitter: float = 0.2, defer: bool = False):
+        self.size, self.jitter, self.defer = size, jitter, defer
 
     def __call__(self, image, target, generator=None):
-        _, oh, ow = image.shape
+        oh, ow = stage_size(image, target)
         dw, dh = int(ow * self.jitter), int(oh * self.jitter)
         pleft, pright = int(uniform(generator, -dw, dw)), int(uniform(generator, -dw, dw))
         ptop, pbot = int(uniform(generator, -dh, dh)), int(uniform(generator, -dh, dh))
         width, height = max(ow - pleft - pright, 1), max(oh - ptop - pbot, 1)
+        if self.defer:
+            matrix = scale_matrix(width / self.size, height / self.size, pleft, ptop)
+            return image, defer_step(image, target, matrix, (self.size, self.size))
         image = crop_resize_edge_clamped(image, pleft, ptop, width, height, self.size)
         offset = np.array([pleft, ptop, pleft, ptop], dtype=np.float32)
         scale = np.array([self.size / width, self.size / height] * 2, dtype=np.float32)
@@ -149,13 +201,15 @@ class Resize:
 class RandomHorizontalFlip:
     """Mirror left-right with probability p; boxes follow (left' = W - right)."""
 
-    def __init__(self, p: float = 0.5):
-        self.p = p
+    def __init__(self, p: float = 0.5, defer: bool = False):
+        self.p, self.defer = p, defer
 
     def __call__(self, image, target, generator=None):
         if float(torch.rand((), generator=generator)) >= self.p:
             return image, target
-        _, h, w = image.shape
+        h, w = stage_size(image, target)
+        if self.defer:
+            return image, defer_step(image, target, scale_matrix(-1.0, 1.0, w, 0.0), (h, w))
         boxes = F.horizontal_flip(as_tv_boxes(target, h, w))
         return F.horizontal_flip(image), {**target, "boxes": boxes.as_subclass(torch.Tensor)}
 
@@ -163,10 +217,12 @@ class RandomHorizontalFlip:
 class ClipAndDropSmall:
     """Clip boxes to the image; drop boxes with w or h < min_size of the image, compacted (darknet-notes step 7, minus its bug)."""
 
-    def __init__(self, min_size: float = 0.005):
-        self.min_size = min_size
+    def __init__(self, min_size: float = 0.005, defer: bool = False):
+        self.min_size, self.defer = min_size, defer
 
     def __call__(self, image, target, generator=None):
+        if self.defer:  # boxes are clipped and filtered on the device, once mapped (warp.warp_boxes)
+            return image, {**target, "min_size": self.min_size}
         _, h, w = image.shape
         boxes = target["boxes"].numpy()  # a few boxes: numpy's small-array ops cost far less than torch's
         clipped = np.clip(boxes, 0, np.array([w, h, w, h], dtype=boxes.dtype))
@@ -243,11 +299,16 @@ def letterbox_image(image: torch.Tensor, size: int) -> torch.Tensor:
 class Letterbox:
     """Evaluation resize: keep the aspect ratio, fit inside size x size, centre on grey; boxes follow."""
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int, defer: bool = False):
+        self.size, self.defer = size, defer
 
     def __call__(self, image, target, generator=None):
         _, h, w = image.shape
+        if self.defer:  # the same integer size and offset as letterbox_image (geometry.py)
+            new_h, new_w = letterbox_size((h, w), self.size).tolist()
+            top, left = letterbox_offset((h, w), self.size).tolist()
+            matrix = scale_matrix(w / new_w, h / new_h, -left * w / new_w, -top * h / new_h)
+            return image, defer_step(image, target, matrix, (self.size, self.size), fill=True)
         boxes = letterbox_boxes(target["boxes"], (h, w), self.size)
         return letterbox_image(image, self.size), {**target, "boxes": boxes}
 
@@ -255,17 +316,20 @@ class Letterbox:
 class RandomScaleCrop:
     """Classification crop (darknet classifier): random area in [min_area, 1] and aspect in [aspect, 1/aspect], resized to size x size."""
 
-    def __init__(self, size: int, min_area: float = 0.25, aspect: float = 0.75):
-        self.size, self.min_area, self.aspect = size, min_area, aspect
+    def __init__(self, size: int, min_area: float = 0.25, aspect: float = 0.75, defer: bool = False):
+        self.size, self.min_area, self.aspect, self.defer = size, min_area, aspect, defer
 
     def __call__(self, image, target, generator=None):
-        _, h, w = image.shape
+        h, w = stage_size(image, target)
         area = uniform(generator, self.min_area, 1.0) * h * w
         ratio = math.exp(uniform(generator, math.log(self.aspect), -math.log(self.aspect)))
         crop_w = min(w, max(1, round(math.sqrt(area * ratio))))
         crop_h = min(h, max(1, round(math.sqrt(area / ratio))))
         left = int(uniform(generator, 0, w - crop_w + 1 - 1e-6))
         top = int(uniform(generator, 0, h - crop_h + 1 - 1e-6))
+        if self.defer:
+            matrix = scale_matrix(crop_w / self.size, crop_h / self.size, left, top)
+            return image, defer_step(image, target, matrix, (self.size, self.size), clips_boxes=True)
         boxes = F.resized_crop(as_tv_boxes(target, h, w), top, left, crop_h, crop_w, [self.size, self.size])
         image = resize_image(image[:, top : top + crop_h, left : left + crop_w], self.size, self.size)
         return image, {**target, "boxes": boxes.as_subclass(torch.Tensor)}
@@ -274,41 +338,53 @@ class RandomScaleCrop:
 class RandomRotation:
     """Rotate by U(-degrees, degrees) about the centre, same size, grey fill; boxes become the rotated boxes' bounds."""
 
-    def __init__(self, degrees: float = 7.0):
-        self.degrees = degrees
+    def __init__(self, degrees: float = 7.0, defer: bool = False):
+        self.degrees, self.defer = degrees, defer
 
     def __call__(self, image, target, generator=None):
         angle = uniform(generator, -self.degrees, self.degrees)
-        _, h, w = image.shape
+        h, w = stage_size(image, target)
+        if self.defer:
+            return image, defer_step(image, target, rotation_matrix(angle, h, w), (h, w), fill=True)
         boxes = F.rotate(as_tv_boxes(target, h, w), angle)
         image = F.rotate(image, angle, fill=GREY)
         return image, {**target, "boxes": boxes.as_subclass(torch.Tensor)}
 
 
+def rotation_matrix(angle: float, height: int, width: int) -> np.ndarray:
+    """(3, 3) from pixels of an image rotated by `angle` degrees counter-clockwise about its centre (F.rotate's
+    convention) back to pixels of the unrotated image."""
+    cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    cx, cy = width / 2, height / 2
+    rotate = np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
+    return scale_matrix(1.0, 1.0, cx, cy) @ rotate @ scale_matrix(1.0, 1.0, -cx, -cy)
+
+
 def detection_train(size: int, jitter: float = 0.2, hue: float = 0.1, saturation: float = 1.5,
-                    exposure: float = 1.5, hsv_on_device: bool = True) -> Compose:
-    """darknet v2-paper load_data_detection: boxes shuffled, jitter crop, resize, flip, HSV distortion; boxes clipped, tiny ones dropped."""
+                    exposure: float = 1.5, hsv_on_device: bool = True, defer: bool = False) -> Compose:
+    """darknet v2-paper load_data_detection: boxes shuffled, jitter crop, resize, flip, HSV distortion; boxes clipped,
+    tiny ones dropped. `defer`: the geometry as numbers for the device warp, the same draws in the same order."""
     return Compose([
         DropNonTrainingBoxes(),
         ShuffleBoxes(),
-        JitterCropResize(size, jitter),
-        RandomHorizontalFlip(0.5),
+        JitterCropResize(size, jitter, defer=defer),
+        RandomHorizontalFlip(0.5, defer=defer),
         RandomDistortHSV(hue, saturation, exposure, on_device=hsv_on_device),
-        ClipAndDropSmall(0.005),
+        ClipAndDropSmall(0.005, defer=defer),
     ])
 
 
 def classification_train(size: int, hue: float = 0.1, saturation: float = 0.75, exposure: float = 0.75,
-                         hsv_on_device: bool = True) -> Compose:
+                         hsv_on_device: bool = True, defer: bool = False) -> Compose:
     """Darknet-19 classifier recipe: random crop/scale, rotation +-7 degrees, flip, hue/saturation/exposure."""
     return Compose([
-        RandomScaleCrop(size),
-        RandomRotation(7.0),
-        RandomHorizontalFlip(0.5),
+        RandomScaleCrop(size, defer=defer),
+        RandomRotation(7.0, defer=defer),
+        RandomHorizontalFlip(0.5, defer=defer),
         RandomDistortHSV(hue, saturation, exposure, on_device=hsv_on_device),
     ])
 
 
-def evaluation(size: int) -> Compose:
+def evaluation(size: int, defer: bool = False) -> Compose:
     """Letterbox to size x size on grey; crowd/difficult boxes dropped (counted), boxes clipped."""
-    return Compose([DropNonTrainingBoxes(), Letterbox(size), ClipAndDropSmall(0.0)])
+    return Compose([DropNonTrainingBoxes(), Letterbox(size, defer=defer), ClipAndDropSmall(0.0, defer=defer)])

@@ -28,8 +28,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from yolo9000.batch import BatchTargets
-from yolo9000.data.collate import to_network_input
 from yolo9000.data.loader import Loader
+from yolo9000.data.warp import device_batch
 from yolo9000.hierarchy import TreeArrays, absolute_log_probs, group_log_softmax, node_log_prob
 from yolo9000.loss import RegionLoss
 from yolo9000.train.checkpoint import ModelSpec, load_state, save_checkpoint
@@ -239,9 +239,9 @@ def update(cfg: Config, model: nn.Module, criterion: nn.Module, optimizer: torch
     update's images on this rank (darknet's B), gradients all-reduced on the last one only, then the step."""
     for micro in range(cfg.train.subdivisions):
         batch = meter.wait(batches)
-        images = to_network_input(batch["images"].to(device, non_blocking=True), size, batch["hsv"])
+        images, targets = device_batch(batch, size, device)  # float input at this update's size (warped, if deferred)
         with sync_unless(model, micro + 1 < cfg.train.subdivisions), autocast(cfg, device):
-            terms, stats = task_loss(cfg, model, criterion, images, batch["targets"], labels, with_stats)
+            terms, stats = task_loss(cfg, model, criterion, images, targets, labels, with_stats)
             loss = sum(terms.values()) / (len(images) * cfg.train.subdivisions)
         loss.backward()
         meter.add(terms, stats, batch)
@@ -463,8 +463,7 @@ def precise_bn(model: nn.Module, batches, cfg: Config, device: torch.device, num
         norm.momentum = None  # cumulative average
     model.train()
     for _ in range(num_batches):
-        batch = next(batches)
-        unwrap(model)(to_network_input(batch["images"].to(device), cfg.data.image_size, batch["hsv"]))
+        unwrap(model)(device_batch(next(batches), cfg.data.image_size, device)[0])
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
         if dist.is_available() and dist.is_initialized():
