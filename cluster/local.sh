@@ -10,15 +10,18 @@
 #   cluster/local.sh up 2 --num-cpus=2 --resources='{"slot": 1}'    # the arguments go to every node
 #   ray job submit --address "$(cluster/local.sh dashboard)" --working-dir . -- python pipelines/train_9000.py ...
 #
-# State lives in $RAY_LOCAL_DIR (default .ray-local/ in the repository): cluster.env (GCS=, DASHBOARD=),
-# nodes/<name>.sid, logs/<name>.log, and Ray's temp dir. `ray stop` is never used: it stops every Ray
-# process on the machine, other clusters' included. RAY_AUTH_MODE defaults to disabled (loopback only).
+# State lives in $RAY_LOCAL_DIR (default .ray-local/ in the repository): cluster.env (GCS=, DASHBOARD=,
+# TEMP_DIR=), nodes/<name>.sid, logs/<name>.log, and Ray's temp dir (a short one elsewhere if that path is
+# long). `ray stop` is never used: it stops every Ray process on the machine, other clusters' included.
+# RAY_AUTH_MODE defaults to disabled (loopback only).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${RAY_LOCAL_DIR:-$REPO/.ray-local}"
 [ -x "$REPO/.venv/bin/ray" ] && PATH="$REPO/.venv/bin:$PATH"
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
+# `down` stops the whole cluster: no node waits (30 s by default) to drain work onto the others first
+export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="${RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S:-0}"
 READY_TIMEOUT_S="${READY_TIMEOUT_S:-120}"
 
 die() { echo "local.sh: $*" >&2; exit 1; }
@@ -45,7 +48,7 @@ start_node() {  # name, extra ray start args...: one node in a session of its ow
   local ports; read -r -a ports <<<"$(free_ports 6)"
   mkdir -p "$STATE/nodes" "$STATE/logs"
   # setsid: a new session whose id is the pid ($! leads no process group, so setsid does not fork)
-  setsid ray start --block --node-ip-address=127.0.0.1 --temp-dir="$STATE/ray" --disable-usage-stats \
+  setsid ray start --block --node-ip-address=127.0.0.1 --temp-dir="$TEMP_DIR" --disable-usage-stats \
     --node-manager-port="${ports[0]}" --object-manager-port="${ports[1]}" \
     --dashboard-agent-listen-port="${ports[2]}" --dashboard-agent-grpc-port="${ports[3]}" \
     --runtime-env-agent-port="${ports[4]}" --metrics-export-port="${ports[5]}" \
@@ -84,10 +87,12 @@ up() {
   else
     [ ! -f "$STATE/cluster.env" ] || down >/dev/null
     local ports; read -r -a ports <<<"$(free_ports 3)"
-    GCS="127.0.0.1:${ports[0]}" DASHBOARD="http://127.0.0.1:${ports[1]}"
+    GCS="127.0.0.1:${ports[0]}" DASHBOARD="http://127.0.0.1:${ports[1]}" TEMP_DIR="$STATE/ray"
+    # Ray's sockets live in TEMP_DIR/session_<date>_<pid>/sockets/: a Unix socket path holds at most 107 bytes
+    [ ${#TEMP_DIR} -le 32 ] || TEMP_DIR="$(mktemp -d -t ray-local.XXXXXX)"
     start_node head --head --port="${ports[0]}" --dashboard-host=127.0.0.1 --dashboard-port="${ports[1]}" \
       --ray-client-server-port="${ports[2]}" "$@"
-    printf 'GCS=%s\nDASHBOARD=%s\n' "$GCS" "$DASHBOARD" >"$STATE/cluster.env"
+    printf 'GCS=%s\nDASHBOARD=%s\nTEMP_DIR=%s\n' "$GCS" "$DASHBOARD" "$TEMP_DIR" >"$STATE/cluster.env"
   fi
   local name index=1 running=1
   for name in $(node_names); do  # worker nodes whose session died are started again under their name
@@ -117,21 +122,24 @@ status() {
   echo "alive nodes (GCS): $(alive_nodes); logs in $STATE/logs/"
 }
 
-down() {  # SIGTERM to each node's `ray start --block` (it stops its node), SIGKILL to what is left after 30 s
+stop_node() {  # SIGTERM to the node's `ray start --block` (it drains and stops its node), SIGKILL after 30 s
+  local name="$1" sid waited
+  sid="$(cat "$STATE/nodes/$name.sid")"
+  # the leader only (all at once, it waits on children that are gone); its pid checked as still its own
+  [ "$(ps -o sid= -p "$sid" | tr -d ' ')" != "$sid" ] || kill -TERM "$sid" 2>/dev/null || true
+  for waited in $(seq 150); do alive "$sid" || break; sleep 0.2; done
+  signal_node KILL "$sid"
+  rm -f "$STATE/nodes/$name.sid"
+  echo "local.sh: stopped $name (session $sid)"
+}
+
+down() {  # the worker nodes, then the head (a worker's drain asks the head's GCS)
   load_state || { echo "local.sh: no cluster in $STATE"; return 0; }
-  local name sid waited
-  for name in $(node_names); do
-    sid="$(cat "$STATE/nodes/$name.sid")"
-    # the leader only (sent to all at once, it waits on children that are gone); its pid is checked as still its own
-    [ "$(ps -o sid= -p "$sid" | tr -d ' ')" != "$sid" ] || kill -TERM "$sid" 2>/dev/null || true
-  done
-  for name in $(node_names); do
-    sid="$(cat "$STATE/nodes/$name.sid")"
-    for waited in $(seq 150); do alive "$sid" || break; sleep 0.2; done
-    signal_node KILL "$sid"
-    rm -f "$STATE/nodes/$name.sid"
-    echo "local.sh: stopped $name (session $sid)"
-  done
+  local name
+  for name in $(node_names); do [ "$name" = head ] || stop_node "$name" & done
+  wait
+  [ ! -f "$STATE/nodes/head.sid" ] || stop_node head
+  [ "$TEMP_DIR" = "$STATE/ray" ] || rm -rf "$TEMP_DIR"  # a short one of its own (see up); logs stay in $STATE/logs
   rm -f "$STATE/cluster.env"
 }
 
