@@ -5,7 +5,7 @@ Each step below is a command a user could type (it is printed before it runs):
   2. wordtree build        the 14-node labels-only WordTree under plane_figure.n.01
   3. prepare_coco/imagenet WebDataset shards + manifests
   4. yolo9000 anchors      dimension clusters at the demo's input size
-  5. ray start --head      a local cluster on 127.0.0.1 (stopped at the end, also on failure or Ctrl-C)
+  5. cluster/local.sh up 1 a Ray head on 127.0.0.1 (stopped at the end, also on failure or Ctrl-C)
   6. ray job submit        detection warm-up -> joint training, and the detection-only ablation
   7. yolo9000 evaluate     both detectors on the validation scenes, classes split boxed / unboxed / unrelated
   8. yolo9000 detect       annotated validation images
@@ -22,7 +22,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -68,8 +67,9 @@ class Demo:
         self.settings, self.data, self.out = settings, data, out
         self.times: dict[str, float] = {}
         self.runs: dict[str, dict] = {}
-        self.head: subprocess.Popen | None = None
-        self.dashboard = ""
+        self.head = False
+        self.dashboard = self.gcs = ""
+        self.cluster_state = out / ".ray-local"
         self.count = 0
 
     # ------------------------------------------------------------ commands
@@ -134,32 +134,22 @@ class Demo:
     # ------------------------------------------------------------ the cluster and the jobs
 
     def start_head(self) -> None:
-        port, dashboard = free_port(), free_port()
-        agents = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                         "runtime-env-agent-port", "metrics-export-port")]
-        args = [BIN / "ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-                "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", *agents, "--num-cpus=2",
-                "--disable-usage-stats"]  # every port free now: another cluster on this machine cannot collide
-        print(f"\n[demo] start a Ray head on 127.0.0.1\n  $ {' '.join(str(a).replace(str(BIN) + '/', '') for a in args)}")
+        """A Ray head on 127.0.0.1 by cluster/local.sh (free ports, its own temp dir), its state in runs/demo/."""
         started = time.time()
-        self.head = subprocess.Popen([str(a) for a in args], env=ENV, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        self.dashboard, self.gcs = f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{port}"
-        ready = [str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--no-wait", "--", "true"]
-        while subprocess.run(ready, env=ENV, capture_output=True).returncode != 0:  # its job agent answers
-            if self.head.poll() is not None or time.time() - started > 120:
-                raise SystemExit("make demo: the Ray head did not start (try `ray start --head` by hand)")
-            time.sleep(1)
+        self.command("start a Ray head on 127.0.0.1", *self.local_sh("up", "1", "--num-cpus=2"))
+        state = dict(line.split("=", 1) for line in (self.cluster_state / "cluster.env").read_text().splitlines())
+        self.head, self.dashboard, self.gcs = True, state["DASHBOARD"], state["GCS"]
         self.times["ray head"] = time.time() - started
 
     def stop_head(self) -> None:
-        if self.head is not None and self.head.poll() is None:
+        if self.head:
             print("\n[demo] stopping the Ray head", flush=True)
-            os.killpg(self.head.pid, signal.SIGTERM)
-            try:
-                self.head.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.head.pid, signal.SIGKILL)
+            subprocess.run(self.local_sh("down"), env=ENV, stdout=subprocess.DEVNULL)
+            self.head = False
+
+    def local_sh(self, *args: str) -> list[str]:
+        """cluster/local.sh with this demo's state folder (a cluster of the user's own is left alone)."""
+        return ["env", f"RAY_LOCAL_DIR={self.cluster_state}", str(REPO / "cluster" / "local.sh"), *args]
 
     def train(self, stage: str, anchors: list[list[float]]) -> None:
         """Submit one training job (or reuse its finished run, keyed by its config and data)."""
@@ -182,7 +172,7 @@ class Demo:
             print(f"\n[demo] reusing finished run {name} (same config and data)", flush=True)
             self.runs[stage].update(self.read_summary(summary))
             return
-        if self.head is None:
+        if not self.head:
             self.start_head()  # only when a stage has to train
         # the stage's config with the demo's overrides, resolved (absolute paths): a record of what ran. The
         # job needs no --working-dir on this one-machine cluster (the code is installed; Ray 2.60 loses
@@ -241,12 +231,6 @@ class Demo:
 
 def digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # ---------------------------------------------------------------- the report

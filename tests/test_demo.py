@@ -16,7 +16,7 @@ def test_the_miniature_demo_runs_every_stage_and_writes_the_report(tmp_path):
                "--out", str(tmp_path / "runs")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "ray job submit" in done.stdout and "ray start --head" in done.stdout and "stopping the Ray head" in done.stdout
+    assert "ray job submit" in done.stdout and "cluster/local.sh up 1" in done.stdout and "stopping the Ray head" in done.stdout
     out = tmp_path / "runs"
     metrics = json.loads((out / "metrics.json").read_text())
     for key in KEYS:

@@ -1,57 +1,24 @@
-"""`ray job submit` to a head started with `ray start --head` on 127.0.0.1, as a user does it."""
+"""`ray job submit` to a head started on 127.0.0.1 by cluster/local.sh (`ray start --head`), as a user does it."""
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, tiny_config
-
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from conftest import BIN, REPO, LocalCluster, tiny_config
 
 
 @pytest.fixture
 def head(tmp_path):
-    """A Ray head on loopback (`ray start --head --block`), stopped with its whole process group."""
-    port, dashboard = free_port(), free_port()
-    agents = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                     "runtime-env-agent-port", "metrics-export-port")]
-    process = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", *agents, "--num-cpus=3",
-         "--disable-usage-stats"],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.time() + 120
-    while time.time() < deadline:  # ready once its job agent takes a (no-op) job
-        status = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--no-wait", "--", "true"],
-                                env=ENV, capture_output=True, text=True)
-        if status.returncode == 0:
-            break
-        time.sleep(1)
-    else:
-        os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail("the Ray head did not take a job within 120 s")
-    yield address, f"127.0.0.1:{port}"
-    os.killpg(process.pid, signal.SIGTERM)
+    """A Ray head on loopback, started and stopped by cluster/local.sh as a user does it."""
+    cluster = LocalCluster(tmp_path / "ray-local")
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        cluster.up(1, "--num-cpus=3")
+        yield cluster
+    finally:
+        cluster.down()
 
 
 def test_ray_job_submit_runs_the_training_job_on_a_running_head(head, shards, tmp_path):
@@ -59,12 +26,11 @@ def test_ray_job_submit_runs_the_training_job_on_a_running_head(head, shards, tm
     job.mkdir()
     (job / "run.yaml").write_text(yaml.safe_dump(tiny_config(shards, tmp_path / "runs", name="submitted",
                                                              train={"steps": 4}, run={"workers": 2})))
-    dashboard, gcs = head
     done = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(job),
-         "--runtime-env-json", json.dumps({"env_vars": {"RAY_ADDRESS": gcs}}), "--",
+        [str(BIN / "ray"), "job", "submit", "--address", head.address("DASHBOARD"), "--working-dir", str(job),
+         "--runtime-env-json", json.dumps({"env_vars": {"RAY_ADDRESS": head.address("GCS")}}), "--",
          sys.executable, str(REPO / "pipelines" / "train_9000.py"), "--config", "run.yaml", "--no-progress"],
-        env=ENV, capture_output=True, text=True, timeout=300)
+        env=head.env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout and "train_9000: done" in done.stdout
     folder = tmp_path / "runs" / "submitted"

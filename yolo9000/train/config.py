@@ -25,6 +25,7 @@ from yolo9000.train.schedule import MULTI_SCALE_SIZES
 TASKS = ("detect", "classify")
 OPTIMIZERS = ("sgd", "adamw")
 POLICIES = ("constant", "steps", "poly")
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 class ConfigError(ValueError):
@@ -88,6 +89,7 @@ class RunConfig:
     checkpoint_every: int = 100
     num_to_keep: int = 2
     max_failures: int = 0
+    placement_strategy: str = "PACK"  # Ray placement of the workers: PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
     report_every: int = 10
     compile: bool = False  # torch.compile on CUDA, the input size marked dynamic
     channels_last: bool = True  # on CUDA
@@ -235,7 +237,8 @@ def describe(hint: Any) -> str:
 def check(cfg: Config) -> None:
     """Choices and relations between keys that the types alone do not catch."""
     choices = [("task", cfg.task, TASKS), ("train.optimizer", cfg.train.optimizer, OPTIMIZERS),
-               ("train.policy", cfg.train.policy, POLICIES)]
+               ("train.policy", cfg.train.policy, POLICIES),
+               ("run.placement_strategy", cfg.run.placement_strategy, PLACEMENTS)]
     for path, value, allowed in choices:
         if value not in allowed:
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(allowed)}")

@@ -21,6 +21,7 @@ import ray
 import ray.train
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 from atomicio import write_file
@@ -124,12 +125,15 @@ def fit(cfg: Config, address: str | None = None, show_progress: bool = True) -> 
     connect(address)
     storage = storage_path(cfg.run.storage_path)
     folder = run_folder(cfg)
-    board = ProgressBoard.remote()
+    # on the driver's node, as Ray Train's controller is: a lost worker node does not take the progress with it
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    board = ProgressBoard.options(scheduling_strategy=here).remote()
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config": to_dict(cfg)},
         scaling_config=ScalingConfig(num_workers=cfg.run.workers, use_gpu=use_gpu(cfg),
-                                     resources_per_worker={"CPU": cfg.run.cpus_per_worker}),
+                                     resources_per_worker={"CPU": cfg.run.cpus_per_worker},
+                                     placement_strategy=cfg.run.placement_strategy),
         run_config=RunConfig(name=cfg.name, storage_path=storage,
                              failure_config=FailureConfig(max_failures=cfg.run.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.num_to_keep),
