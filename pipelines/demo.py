@@ -135,11 +135,9 @@ class Demo:
 
     def start_head(self) -> None:
         """A Ray head on 127.0.0.1 by cluster/local.sh (free ports, its own temp dir), its state in runs/demo/."""
-        started = time.time()
         self.command("start a Ray head on 127.0.0.1", *self.local_sh("up", "1", "--num-cpus=2"))
         state = dict(line.split("=", 1) for line in (self.cluster_state / "cluster.env").read_text().splitlines())
         self.head, self.dashboard, self.gcs = True, state["DASHBOARD"], state["GCS"]
-        self.times["ray head"] = time.time() - started
 
     def stop_head(self) -> None:
         if self.head:
@@ -190,9 +188,9 @@ class Demo:
         self.runs[stage].update(self.read_summary(summary))
 
     def sources(self, stage: str) -> list[dict]:
-        det = {"name": "shapes", "urls": str(self.data / "shards" / "det"), "weight": 1, "kind": "detection"}
-        cls = {"name": "shapes-cls", "urls": str(self.data / "shards" / "cls"), "weight": 2, "kind": "classification"}
-        return {"warmup": [det], "joint": [det, cls], "detonly": [det]}[stage]
+        """The stage config's sources and mixing weights, their shards in this demo's data folder."""
+        return [{"name": s.name, "urls": str(self.data / "shards" / Path(s.urls).name), "weight": s.weight,
+                 "kind": s.kind} for s in load_config(REPO / "configs" / CONFIGS[stage]).data.sources]
 
     def stamp(self) -> str:
         return (self.data / "shards" / "det" / ".rendered-from").read_text()
@@ -272,7 +270,7 @@ def choices(demo: Demo) -> dict:
     cfg = load_config(REPO / "configs" / CONFIGS["joint"])
     return {"rescore": cfg.loss.rescore, "classification_noobject": cfg.loss.classification_noobject,
             "classification_anchor": cfg.loss.classification_anchor,
-            "classification_augment": cfg.data.classification_augment,
+            "classification_augment": cfg.data.classification_augment, "jitter": cfg.data.jitter,
             "precise_bn_batches": cfg.train.precise_bn_batches, "score_threshold": demo.settings.score_threshold}
 
 
@@ -280,10 +278,13 @@ def write_report(demo: Demo, metrics: dict, joint: dict, ablation: dict) -> None
     out = demo.out
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_class_ap(joint, ablation, out / "class_ap.png")
+    weights = {s.kind: s.weight for s in load_config(REPO / "configs" / CONFIGS["joint"]).data.sources}
+    mix = f"{weights['classification'] / weights['detection']:g}:1"
     lines = ["# make demo: fine classes that never had a box", "",
-             "Joint: coarse boxes + fine-label classification images, mixed 1:2 per sample. Ablation: the same",
-             "without the classification source, the same number of detection images. Both start from the same",
-             "detection warm-up. AP50 by pycocotools on the validation scenes.", "",
+             "Joint: coarse boxes + fine-label classification images, mixed per sample (classification to",
+             f"detection {mix}). Ablation: the same without the classification source, the same number of",
+             "detection images. Both start from the same detection warm-up. AP50 by pycocotools on the",
+             "validation scenes.", "",
              "| metric | joint | ablation |", "| --- | --- | --- |"]
     for key, label in (("boxed_classes", "AP50, coarse classes that had boxes"),
                        ("unboxed_classes", "AP50, fine classes without boxes (parent boxed)"),
