@@ -224,7 +224,8 @@ class Demo:
     def detect(self) -> None:
         images = sorted((self.data / "shapes" / "coco" / "val").glob("*.jpg"))[:6]
         self.command("detect: annotated validation images", BIN / "yolo9000", "detect", "--checkpoint",
-                     self.runs["joint"]["folder"], *images, "-o", self.out / "detections", "--thresh", "0.2")
+                     self.runs["joint"]["folder"], *images, "-o", self.out / "detections", "--thresh", "0.2",
+                     "--draw-min-side", "384")
 
 
 def digest(text: str) -> str:

@@ -70,6 +70,16 @@ def test_labels_are_drawn_in_the_contrasting_colour_on_dark_and_light_tags():
     assert (drawn[50, 40:150] == label_colour(2)).all()  # the box's top edge
 
 
+def test_a_small_picture_is_drawn_enlarged_with_its_boxes_scaled_alike():
+    image = torch.zeros(3, 60, 100, dtype=torch.uint8)
+    record = {"box": [20.0, 25.0, 75.0, 55.0], "label": "dog", "node": 2, "probability": 0.87}
+    drawn = np.asarray(draw_boxes(image, [record], min_side=240))
+    assert drawn.shape == (240, 400, 3)
+    assert (drawn[100, 80:300] == label_colour(2)).all()  # the top edge at 4 x 25, from 4 x 20 to 4 x 75
+    assert not (drawn[120, 90:290] == label_colour(2)).all(axis=1).any()  # inside the box: not outlined
+    assert np.asarray(draw_boxes(image, [record], min_side=40)).shape == (60, 100, 3)  # large enough already
+
+
 def test_a_missing_checkpoint_exits_2_naming_it_without_a_traceback(tmp_path):
     photo = write_image(tmp_path / "photo.jpg", 40, 40)
     done = subprocess.run([sys.executable, "-m", "yolo9000.cli", "detect", "--checkpoint", str(tmp_path / "gone"),

@@ -145,6 +145,9 @@ def add_detect_command(commands) -> None:
                         help="score only these classes (like darknet's coco9k.map): coco, voc, a name<TAB>wnid / wnid "
                         "file, or a darknet .map of node indices")
     parser.add_argument("--batch-size", type=int, default=8, help="images per network call (default 8)")
+    parser.add_argument("--draw-min-side", type=int, default=0, metavar="PIXELS",
+                        help="enlarge annotated pictures whose short side is smaller, so small images' tags stay "
+                        "readable (the JSON keeps the input's pixels; default 0: as they are)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_detect)
 
@@ -155,7 +158,7 @@ def run_detect(args: argparse.Namespace) -> None:
     config = PostprocessConfig(score_threshold=args.thresh, iou_threshold=args.nms, max_detections=args.max_detections,
                                hier_thresh=args.hier_thresh)
     summary = detect.detect_files(detector, args.inputs, args.output, config, labels, args.json, args.batch_size,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, draw_min_side=args.draw_min_side)
     for path, reason in summary.skipped:
         print(f"skipped {reason}", file=sys.stderr)
     print(f"{summary.boxes} boxes in {len(summary.images)} images, {len(summary.skipped)} skipped; "

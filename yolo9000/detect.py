@@ -51,16 +51,20 @@ def text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > 140 else (255, 255, 255)
 
 
-def draw_boxes(image: Tensor, records: Sequence[dict]) -> Image.Image:
-    """The (3, H, W) uint8 image with each box outlined and tagged `label probability%` above it (inside at the top edge)."""
+def draw_boxes(image: Tensor, records: Sequence[dict], min_side: int = 0) -> Image.Image:
+    """The (3, H, W) uint8 image with each box outlined and tagged `label probability%` above it (inside at the top
+    edge); enlarged first so its short side is at least `min_side`, where tags would not fit a small image."""
     picture = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
+    scale = max(1.0, min_side / min(picture.size))
+    if scale > 1:
+        picture = picture.resize((round(picture.width * scale), round(picture.height * scale)), Image.BILINEAR)
     draw = ImageDraw.Draw(picture)
     side = min(picture.size)
     width = max(2, round(side / 200))
     font = ImageFont.load_default(size=max(11, round(side / 32)))
     for record in records:
         colour = label_colour(record["node"])
-        x0, y0, x1, y1 = record["box"]
+        x0, y0, x1, y1 = (value * scale for value in record["box"])
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
         text = f"{record['label']} {record['probability']:.0%}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
@@ -103,8 +107,9 @@ class DetectSummary:
 
 def detect_files(detector: Detector, inputs: Sequence[str | Path], output: str | Path,
                  config: PostprocessConfig = DISPLAY, labels: LabelSet | None = None, json_path: str | Path | None = None,
-                 batch_size: int = 8, progress: bool = True) -> DetectSummary:
-    """Detect in images, folders and globs; write annotated images and one JSON of boxes.
+                 batch_size: int = 8, progress: bool = True, draw_min_side: int = 0) -> DetectSummary:
+    """Detect in images, folders and globs; write annotated images (short side at least `draw_min_side`) and one
+    JSON of boxes (in the input's pixels).
 
     `output` is a folder (OUT/<image name>, OUT/detections.json), or, for a single input image, the annotated
     image's file name (its JSON beside it). Unreadable files are skipped and listed in the JSON and summary.
@@ -121,7 +126,7 @@ def detect_files(detector: Detector, inputs: Sequence[str | Path], output: str |
     for item in tqdm(run, total=len(paths), unit="image", desc="detect", disable=not progress or len(paths) < 2):
         records = box_records(detector, item.detections, labels)
         target = output if single_file else folder / output_name(item.path, taken)
-        save_picture(draw_boxes(item.image, records), target)
+        save_picture(draw_boxes(item.image, records, draw_min_side), target)
         summary.images.append({"file": str(item.path), "width": int(item.image.shape[2]), "height": int(item.image.shape[1]),
                                "output": str(target), "detections": records})
     summary.skipped = list(run.skipped)
