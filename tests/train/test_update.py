@@ -221,3 +221,56 @@ def test_init_from_a_classifier_checkpoint_loads_its_trunk_into_the_detector(tmp
     for name, value in trunk.items():
         assert torch.equal(detector.state_dict()[name], value), name
     assert torch.equal(detector.detect.weight, head_before) and f"{len(trunk)} of" in message
+
+
+def all_reduced_gradient(rank: int, world: int, store: str, compression: str, out: str) -> None:
+    """One DDP backward on a rank of a gloo group (loopback); rank 0 saves its all-reduced and its own gradient."""
+    import os
+
+    import torch.distributed as dist
+
+    from yolo9000.train.loop import compress_gradients
+
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 8)
+    cfg = config_from_dict({**_config_dict(), "run": {"gradient_compression": compression}})
+    ddp = compress_gradients(nn.parallel.DistributedDataParallel(layer), cfg)
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(rank)) * (rank + 1)
+    ddp(x).square().sum().backward()
+    own = nn.Linear(64, 8)
+    own.load_state_dict(layer.state_dict())
+    own(x).square().sum().backward()
+    gathered = [torch.zeros_like(own.weight.grad) for _ in range(world)]
+    dist.all_gather(gathered, own.weight.grad)
+    if rank == 0:
+        torch.save({"reduced": layer.weight.grad, "each": gathered}, out)
+    dist.destroy_process_group()
+
+
+def _config_dict() -> dict:
+    return {"model": {"arch": "tiny-yolov2", "width": 0.125, "anchors": ANCHORS}, "labels": {"classes": "voc"},
+            "data": {"sources": [{"name": "x", "urls": "x"}]}}
+
+
+@pytest.mark.parametrize("compression", ["none", "bf16"])
+def test_gradient_compression_all_reduces_bf16_rounded_gradients_only_when_asked(compression, tmp_path):
+    out = tmp_path / "grads.pt"
+    torch.multiprocessing.spawn(all_reduced_gradient, args=(2, str(tmp_path / "store"), compression, str(out)),
+                                nprocs=2)
+    saved = torch.load(out)
+    mean = (saved["each"][0] + saved["each"][1]) / 2
+    bf16 = ((saved["each"][0] / 2).bfloat16() + (saved["each"][1] / 2).bfloat16()).float()
+    if compression == "none":
+        assert torch.allclose(saved["reduced"], mean, rtol=1e-6, atol=1e-6)
+    else:
+        assert torch.equal(saved["reduced"], bf16) and not torch.equal(saved["reduced"], mean)
+        assert (saved["reduced"] - mean).abs().max() <= 2**-7 * mean.abs().max()  # bf16 keeps 8 bits of mantissa
+
+
+def test_an_unknown_gradient_compression_is_a_config_error_naming_the_key():
+    from yolo9000.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="run.gradient_compression"):
+        config_from_dict({**_config_dict(), "run": {"gradient_compression": "fp8"}})

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from yolo9000.batch import BatchTargets
 from yolo9000.data.loader import Loader
@@ -68,7 +69,8 @@ def run(cfg: Config, session: "RaySession | LocalSession") -> dict:
     labels = load_labels(cfg)
     model = build_model(cfg, labels)
     init_weights(model, cfg.model)
-    model = compiled(session.prepare(model.to(device, memory_format=memory_format(cfg, device))), cfg, device)
+    model = session.prepare(model.to(device, memory_format=memory_format(cfg, device)))
+    model = compiled(compress_gradients(model, cfg), cfg, device)
     criterion = make_criterion(cfg, labels, world).to(device)
     optimizer = make_optimizer(model, cfg)
     progress, positions = resume(session.latest_checkpoint(), model, optimizer, criterion, rank)
@@ -203,6 +205,14 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     if cfg.train.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.train.lr)
     return torch.optim.SGD(groups, lr=cfg.train.lr, momentum=cfg.train.momentum)
+
+
+def compress_gradients(model: nn.Module, cfg: Config) -> nn.Module:
+    """With `run.gradient_compression: bf16`, DDP all-reduces gradients as bf16 (torch's bf16_compress_hook: half
+    the bytes on the links; each rank's gradient is rounded to bf16 before the sum). One rank: nothing to do."""
+    if cfg.run.gradient_compression == "bf16" and isinstance(model, nn.parallel.DistributedDataParallel):
+        model.register_comm_hook(None, default_hooks.bf16_compress_hook)
+    return model
 
 
 def compiled(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
