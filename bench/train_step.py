@@ -13,7 +13,9 @@
    Ray (one process), the same loop as a Ray Train job with 1 worker (overhead goal <= 3 %), with Ray Train's
    default controller poll and with the 0.1 s one, and 2 DDP workers of 1 thread against 1 worker of 2 threads;
    the loader's wait share of the step (goal <= 5 %).
-images/s counts the steps after the first (start-up). Ray's workers run at niceness 0 here (Ray's default 15
+Each job run is repeated --rounds times in an order rotated per round (the speed of this machine drifts between
+minutes); rows are medians, the overhead is the median of the per-round ratios. images/s counts the steps after
+the first report (start-up). Ray's workers run at niceness 0 here (Ray's default 15
 would measure the scheduler, not Ray). --json writes every figure for bench/scaling_model.py.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -148,19 +151,24 @@ def local_loop(cfg: Config) -> dict:
 
 def ray_job(cfg: Config, poll_s: str | None) -> dict:
     """The job through fit() (Ray Train), total images/s of all ranks; `poll_s` sets the controller's poll."""
+    import ray
+
     from yolo9000.train.launch import fit
 
     if poll_s is None:
         os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
     else:
         os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = poll_s
-    history = fit(replace(cfg, name=f"{cfg.name}-{cfg.run.workers}w-{poll_s}"), show_progress=False).history
+    history = fit(replace(cfg, name=f"{cfg.name}-{cfg.run.workers}w-{poll_s}-{time.time():.0f}"),
+                  show_progress=False).history
+    ray.shutdown()  # the cluster fit() started goes with it: no Ray process runs beside the loop's rows
     return {"images_per_s": steady(history, "images_per_s") * cfg.run.workers,
             "data_wait_share": steady(history, "data_wait_share")}
 
 
-def job_rows(config: str, steps: int) -> tuple[Config, list[tuple[str, dict]]]:
-    """The demo config's job four ways; each row's figures."""
+def job_rows(config: str, steps: int, rounds: int) -> tuple[Config, list[tuple[str, dict]]]:
+    """The demo config's job four ways, `rounds` times in an order rotated per round (this machine's speed drifts by
+    10-20 % between minutes, so one pass in a fixed order measures the drift); each row's medians over the rounds."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["RAY_worker_niceness"] = "0"  # read by the raylet that fit() starts for this process
     storage = Path(tempfile.gettempdir()) / "yolo9000-bench"
@@ -169,10 +177,21 @@ def job_rows(config: str, steps: int) -> tuple[Config, list[tuple[str, dict]]]:
                                 "model.init_from=null", f"name=bench-{int(time.time())}",
                                 f"run.storage_path={storage}"])
     two = replace(base, run=replace(base.run, workers=2, cpus_per_worker=max(1, base.run.cpus_per_worker // 2)))
-    rows = [("loop without Ray", local_loop(base)),
-            ("Ray Train, 1 worker (default 2 s controller poll)", ray_job(base, None)),
-            ("Ray Train, 1 worker (0.1 s poll)", ray_job(base, "0.1")),
-            (f"Ray Train, 2 DDP workers x {two.run.cpus_per_worker} thread (0.1 s poll)", ray_job(two, "0.1"))]
+    runs = [("loop without Ray", lambda: local_loop(base)),
+            ("Ray Train, 1 worker (default 2 s controller poll)", lambda: ray_job(base, None)),
+            ("Ray Train, 1 worker (0.1 s poll)", lambda: ray_job(base, "0.1")),
+            (f"Ray Train, 2 DDP workers x {two.run.cpus_per_worker} thread (0.1 s poll)", lambda: ray_job(two, "0.1"))]
+    measured: list[list[dict]] = [[] for _ in runs]
+    for round_ in range(rounds):
+        for k in [(round_ + i) % len(runs) for i in range(len(runs))]:
+            measured[k].append(runs[k][1]())
+    rows = []
+    for (name, _), results in zip(runs, measured):
+        row = {key: statistics.median(r[key] for r in results) for key in results[0]}
+        row["per_round"] = [r["images_per_s"] for r in results]
+        rows.append((name, row))
+    ratios = [ray["images_per_s"] / loop["images_per_s"] for ray, loop in zip(measured[2], measured[0])]
+    rows[2][1]["ratio_to_loop_per_round"] = ratios
     return base, rows
 
 
@@ -199,12 +218,17 @@ def job_table(base: Config, rows: list[tuple[str, dict]]) -> dict:
     loop = rows[0][1]["images_per_s"]
     print(f"\njob: {base.model.arch} width {base.model.width} at {base.data.image_size} px, batch "
           f"{base.data.batch_size} per rank, {base.data.num_workers} loader worker(s) per rank, "
-          f"{base.train.steps} steps each, Ray workers at niceness 0")
-    print("| run | images/s (all ranks) | / loop without Ray | loader wait share |\n| --- | --- | --- | --- |")
+          f"{base.train.steps} steps each, Ray workers at niceness 0, medians of {len(rows[0][1]['per_round'])} rounds")
+    print("| run | images/s (all ranks), median | / loop without Ray | per round | loader wait share |\n"
+          "| --- | --- | --- | --- | --- |")
     for name, r in rows:
-        print(f"| {name} | {r['images_per_s']:.1f} | {r['images_per_s'] / loop:.3f} | {r['data_wait_share']:.3f} |")
+        rounds = ", ".join(f"{v:.0f}" for v in r["per_round"])
+        print(f"| {name} | {r['images_per_s']:.1f} | {r['images_per_s'] / loop:.3f} | {rounds} | "
+              f"{r['data_wait_share']:.3f} |")
+    per_round = rows[2][1]["ratio_to_loop_per_round"]
+    print(f"Ray (0.1 s poll) / loop, per round: {', '.join(f'{v:.3f}' for v in per_round)}")
     summary = {"ray_overhead_default_poll": 1 - rows[1][1]["images_per_s"] / loop,
-               "ray_overhead_fast_poll": 1 - rows[2][1]["images_per_s"] / loop,
+               "ray_overhead_fast_poll": 1 - statistics.median(per_round),
                "ddp2_over_1": rows[3][1]["images_per_s"] / rows[2][1]["images_per_s"],
                "loader_wait_share": rows[0][1]["data_wait_share"]}
     print(f"Ray overhead (1 - Ray/loop): {summary['ray_overhead_default_poll']:.1%} with the default poll, "
@@ -223,6 +247,7 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak for MFU (default: by its name)")
     parser.add_argument("--config", default=str(REPO / "configs" / "demo_shapes.yaml"), help="the job's config")
     parser.add_argument("--steps", type=int, default=120, help="updates of each job run")
+    parser.add_argument("--rounds", type=int, default=3, help="repeats of the four job runs, order rotated (default 3)")
     parser.add_argument("--skip-job", action="store_true", help="network steps only")
     parser.add_argument("--json", type=Path, help="write every figure here (bench/scaling_model.py reads it)")
     args = parser.parse_args()
@@ -244,7 +269,7 @@ def main() -> None:
     network_table(results, device)
     report = {"load_before": load(), "network": results}
     if not args.skip_job:
-        base, rows = job_rows(args.config, args.steps)
+        base, rows = job_rows(args.config, args.steps, args.rounds)
         report["job"] = {"rows": dict(rows), **job_table(base, rows)}
     report["load_after"] = load()
     print(f"load after: {report['load_after']}")
