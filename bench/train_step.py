@@ -151,9 +151,7 @@ def local_loop(cfg: Config) -> dict:
 
 def ray_job(cfg: Config, poll_s: str | None) -> dict:
     """The job through fit() (Ray Train), total images/s of all ranks; `poll_s` sets the controller's poll."""
-    import ray
-
-    from yolo9000.train.launch import fit
+    from yolo9000.train.launch import disconnect, fit
 
     if poll_s is None:
         os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
@@ -161,7 +159,7 @@ def ray_job(cfg: Config, poll_s: str | None) -> dict:
         os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = poll_s
     history = fit(replace(cfg, name=f"{cfg.name}-{cfg.run.workers}w-{poll_s}-{time.time():.0f}"),
                   show_progress=False).history
-    ray.shutdown()  # the cluster fit() started goes with it: no Ray process runs beside the loop's rows
+    disconnect()  # the cluster fit() started goes with it: no Ray process runs beside the loop's rows
     return {"images_per_s": steady(history, "images_per_s") * cfg.run.workers,
             "data_wait_share": steady(history, "data_wait_share")}
 

@@ -166,6 +166,11 @@ def connect(address: str | None) -> None:
         ray.init(address="local", dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1")
 
 
+def disconnect() -> None:
+    """Leave the cluster; one that connect() started in this process stops (the next fit() starts afresh)."""
+    ray.shutdown()
+
+
 def storage_path(path: str) -> str:
     """A URI as given; a local folder made absolute (Ray needs one)."""
     return path if "://" in path else str(Path(path).resolve())
