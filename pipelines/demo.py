@@ -52,6 +52,7 @@ class Settings:
     tune: int = 300
     seed: int = 0
     steps: dict | None = None  # stage -> updates (default: the configs' own)
+    longer: int = 1  # the joint run and the ablation train this many times the configs' updates (`--long`: 2)
     score_threshold: float = 1e-4
 
     @classmethod
@@ -156,6 +157,7 @@ class Demo:
         overrides["data.sources"] = json.dumps(self.sources(stage))
         if STARTS_FROM[stage]:
             overrides["model.init_from"] = self.runs[STARTS_FROM[stage]]["folder"]
+        overrides.update(longer_training(stage, self.settings.longer))
         if self.settings.steps:
             overrides["train.steps"] = str(self.settings.steps[stage])
             overrides["run.checkpoint_every"] = str(self.settings.steps[stage])
@@ -226,6 +228,15 @@ class Demo:
         self.command("detect: annotated validation images", BIN / "yolo9000", "detect", "--checkpoint",
                      self.runs["joint"]["folder"], *images, "-o", self.out / "detections", "--thresh", "0.2",
                      "--draw-min-side", "384")
+
+
+def longer_training(stage: str, longer: int) -> dict[str, str]:
+    """Overrides that train a stage `longer` times its config's updates, the lr steps moved alike (the warm-up
+    that both runs start from keeps its own)."""
+    if longer == 1 or stage == "warmup":
+        return {}
+    train = load_config(REPO / "configs" / CONFIGS[stage]).train
+    return {"train.steps": str(train.steps * longer), "train.lr_steps": json.dumps([s * longer for s in train.lr_steps])}
 
 
 def digest(text: str) -> str:
@@ -336,8 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=REPO / "demo", help="rendered data, tree and shards (default demo/)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "demo", help="runs and report (default runs/demo/)")
     parser.add_argument("--tiny", action="store_true", help="a miniature (a few images and steps): the test suite's")
+    parser.add_argument("--long", action="store_true",
+                        help="train the joint run and the ablation twice as long (about 16 instead of 10 minutes on "
+                        "2 cores): the exact top-down fine label rises from about .59 to about .74")
     args = parser.parse_args(argv)
-    settings = Settings.tiny() if args.tiny else Settings()
+    settings = Settings.tiny() if args.tiny else Settings(longer=2 if args.long else 1)
     args.out.mkdir(parents=True, exist_ok=True)
     demo = Demo(settings, args.data.resolve(), args.out.resolve())
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
