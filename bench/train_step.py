@@ -188,8 +188,6 @@ def job_rows(config: str, steps: int, rounds: int) -> tuple[Config, list[tuple[s
         row = {key: statistics.median(r[key] for r in results) for key in results[0]}
         row["per_round"] = [r["images_per_s"] for r in results]
         rows.append((name, row))
-    ratios = [ray["images_per_s"] / loop["images_per_s"] for ray, loop in zip(measured[2], measured[0])]
-    rows[2][1]["ratio_to_loop_per_round"] = ratios
     return base, rows
 
 
@@ -223,7 +221,7 @@ def job_table(base: Config, rows: list[tuple[str, dict]]) -> dict:
         rounds = ", ".join(f"{v:.0f}" for v in r["per_round"])
         print(f"| {name} | {r['images_per_s']:.1f} | {r['images_per_s'] / loop:.3f} | {rounds} | "
               f"{r['data_wait_share']:.3f} |")
-    per_round = rows[2][1]["ratio_to_loop_per_round"]
+    per_round = [ray / loop for ray, loop in zip(rows[2][1]["per_round"], rows[0][1]["per_round"])]
     print(f"Ray (0.1 s poll) / loop, per round: {', '.join(f'{v:.3f}' for v in per_round)}")
     summary = {"ray_overhead_default_poll": 1 - rows[1][1]["images_per_s"] / loop,
                "ray_overhead_fast_poll": 1 - statistics.median(per_round),

@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from yolo9000.train.config import load_config, to_yaml  # noqa: E402
+from yolo9000.train.config import Config, load_config, to_yaml  # noqa: E402
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"),
@@ -192,7 +192,7 @@ class Demo:
     def sources(self, stage: str) -> list[dict]:
         """The stage config's sources and mixing weights, their shards in this demo's data folder."""
         return [{"name": s.name, "urls": str(self.data / "shards" / Path(s.urls).name), "weight": s.weight,
-                 "kind": s.kind} for s in load_config(REPO / "configs" / CONFIGS[stage]).data.sources]
+                 "kind": s.kind} for s in stage_config(stage).data.sources]
 
     def stamp(self) -> str:
         return (self.data / "shards" / "det" / ".rendered-from").read_text()
@@ -230,12 +230,17 @@ class Demo:
                      "--draw-min-side", "384")
 
 
+def stage_config(stage: str) -> Config:
+    """A training stage's shipped config, as written (before the demo's overrides)."""
+    return load_config(REPO / "configs" / CONFIGS[stage])
+
+
 def longer_training(stage: str, longer: int) -> dict[str, str]:
     """Overrides that train a stage `longer` times its config's updates, the lr steps moved alike (the warm-up
     that both runs start from keeps its own)."""
     if longer == 1 or stage == "warmup":
         return {}
-    train = load_config(REPO / "configs" / CONFIGS[stage]).train
+    train = stage_config(stage).train
     return {"train.steps": str(train.steps * longer), "train.lr_steps": json.dumps([s * longer for s in train.lr_steps])}
 
 
@@ -279,7 +284,7 @@ def metrics_of(demo: Demo, joint: dict, ablation: dict) -> dict:
 
 def choices(demo: Demo) -> dict:
     """The joint stage's departures from darknet's defaults and the evaluation's settings, read from its config."""
-    cfg = load_config(REPO / "configs" / CONFIGS["joint"])
+    cfg = stage_config("joint")
     return {"rescore": cfg.loss.rescore, "classification_noobject": cfg.loss.classification_noobject,
             "classification_anchor": cfg.loss.classification_anchor,
             "classification_augment": cfg.data.classification_augment, "jitter": cfg.data.jitter,
@@ -290,7 +295,7 @@ def write_report(demo: Demo, metrics: dict, joint: dict, ablation: dict) -> None
     out = demo.out
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_class_ap(joint, ablation, out / "class_ap.png")
-    weights = {s.kind: s.weight for s in load_config(REPO / "configs" / CONFIGS["joint"]).data.sources}
+    weights = {s.kind: s.weight for s in stage_config("joint").data.sources}
     mix = f"{weights['classification'] / weights['detection']:g}:1"
     lines = ["# make demo: fine classes that never had a box", "",
              "Joint: coarse boxes + fine-label classification images, mixed per sample (classification to",

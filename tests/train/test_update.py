@@ -27,11 +27,12 @@ ANCHORS = [[1.0, 1.0], [2.0, 1.5]]
 CLASSES = 3
 
 
-def config(**train):
+def config(run: dict | None = None, **train):
     return config_from_dict({
         "model": {"arch": "tiny-yolov2", "width": 0.125, "anchors": ANCHORS},
         "labels": {"classes": "voc"}, "data": {"sources": [{"name": "x", "urls": "x"}]},
         "train": {"subdivisions": 2, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.005, **train},
+        "run": run or {},
     })
 
 
@@ -235,7 +236,7 @@ def all_reduced_gradient(rank: int, world: int, store: str, compression: str, ou
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     torch.manual_seed(0)
     layer = nn.Linear(64, 8)
-    cfg = config_from_dict({**_config_dict(), "run": {"gradient_compression": compression}})
+    cfg = config(run={"gradient_compression": compression})
     ddp = compress_gradients(nn.parallel.DistributedDataParallel(layer), cfg)
     x = torch.randn(4, 64, generator=torch.Generator().manual_seed(rank)) * (rank + 1)
     ddp(x).square().sum().backward()
@@ -247,11 +248,6 @@ def all_reduced_gradient(rank: int, world: int, store: str, compression: str, ou
     if rank == 0:
         torch.save({"reduced": layer.weight.grad, "each": gathered}, out)
     dist.destroy_process_group()
-
-
-def _config_dict() -> dict:
-    return {"model": {"arch": "tiny-yolov2", "width": 0.125, "anchors": ANCHORS}, "labels": {"classes": "voc"},
-            "data": {"sources": [{"name": "x", "urls": "x"}]}}
 
 
 @pytest.mark.parametrize("compression", ["none", "bf16"])
@@ -273,4 +269,4 @@ def test_an_unknown_gradient_compression_is_a_config_error_naming_the_key():
     from yolo9000.train.config import ConfigError
 
     with pytest.raises(ConfigError, match="run.gradient_compression"):
-        config_from_dict({**_config_dict(), "run": {"gradient_compression": "fp8"}})
+        config(run={"gradient_compression": "fp8"})
